@@ -1,0 +1,359 @@
+"""The audit's checks, written once against the neutral records.
+
+Adapters only translate; every rule about what is wrong lives here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from paramgate.errors import AdapterError, EmptyModelError, InvalidParameterError, ParamGateError
+from paramgate.findings import Finding
+from paramgate.protocol import ParamGate
+from paramgate.records import GroupEntry, GroupRecord, ParamEntry, ParamRecord
+from paramgate.report import AuditReport, Totals
+
+__all__ = ["Tensor", "build_audit", "collect", "place"]
+
+_EMPTY_HINT = (
+    "An optimizer built from a filter() or generator that was already read (for logging, say) gets "
+    "nothing: build the list once with paramgate.trainable(model) and pass that list."
+)
+_EMPTY_HINT_ZH = "用已经被读过一遍的 filter() 或生成器构造优化器，只会得到空列表：请用 paramgate.trainable(model) 得到列表再传入。"
+
+
+@dataclass(eq=False)
+class Tensor:
+    """One distinct tensor of a model (an object, whatever its names) during one call."""
+
+    entry: ParamEntry
+    aliases: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+
+@dataclass
+class _Placement:
+    groups: list[int] = field(default_factory=list)
+    first: GroupEntry | None = None
+
+
+def _call(adapter: ParamGate, what: str, fn: object, *args: object) -> object:
+    assert callable(fn)
+    try:
+        return fn(*args)
+    except ParamGateError:
+        raise
+    except Exception as exc:
+        raise AdapterError(
+            f"the {adapter.name} adapter raised in {what}(): {type(exc).__name__}: {exc}. "
+            "This is a bug in the adapter or an object it does not expect; please report it."
+        ) from exc
+
+
+def collect(adapter: ParamGate, model: object) -> tuple[list[Tensor], list[str]]:
+    """The model's distinct tensors in model order, and names used by two different tensors."""
+    raw = _call(adapter, "parameters", adapter.parameters, model)
+    assert isinstance(raw, Sequence) or hasattr(raw, "__iter__")
+    by_obj: dict[int, Tensor] = {}
+    by_name: dict[str, Tensor] = {}
+    tensors: list[Tensor] = []
+    duplicates: list[str] = []
+    for position, entry in enumerate(raw):  # type: ignore[call-overload]
+        if not isinstance(entry, ParamEntry):
+            raise AdapterError(f"the {adapter.name} adapter yielded {type(entry).__name__}, not a ParamEntry")
+        if not isinstance(entry.name, str) or not entry.name:
+            raise InvalidParameterError(
+                f"parameter #{position} (shape {list(entry.shape)}) has no name: give every parameter a "
+                "unique name so reports and snapshots can refer to it"
+            )
+        known = by_obj.get(id(entry.obj))
+        if known is not None:
+            if entry.name != known.name and entry.name not in known.aliases:
+                known.aliases.append(entry.name)
+            continue
+        tensor = Tensor(entry)
+        other = by_name.get(entry.name)
+        if other is not None and entry.name not in duplicates:
+            duplicates.append(entry.name)
+        by_obj[id(entry.obj)] = tensor
+        by_name.setdefault(entry.name, tensor)
+        tensors.append(tensor)
+    if not tensors:
+        raise EmptyModelError(
+            "model has no parameters: check that you passed the model itself (not an already-read "
+            "generator or an empty container) and that its layers are built"
+        )
+    return tensors, duplicates
+
+
+def _read_groups(adapter: ParamGate, optimizer: object) -> list[GroupEntry]:
+    groups = _call(adapter, "optimizer_groups", adapter.optimizer_groups, optimizer)
+    assert isinstance(groups, Sequence)
+    return list(groups)
+
+
+def place(
+    adapter: ParamGate, optimizer: object, tensors: Sequence[Tensor]
+) -> tuple[list[GroupEntry], dict[int, _Placement], list[tuple[int, str]]]:
+    """Where each tensor sits in the optimizer, keyed by ``id(obj)``, and what is foreign."""
+    groups = _read_groups(adapter, optimizer)
+    known = {id(t.entry.obj): t for t in tensors}
+    placements: dict[int, _Placement] = {}
+    foreign: list[tuple[int, str]] = []
+    for group in groups:
+        for slot, member in enumerate(group.members):
+            key = id(member.obj)
+            if key not in known:
+                foreign.append((group.index, member.label or f"group {group.index} slot {slot}"))
+                continue
+            placement = placements.setdefault(key, _Placement())
+            placement.groups.append(group.index)
+            if placement.first is None:
+                placement.first = group
+    return groups, placements, foreign
+
+
+def _storage_conflicts(tensors: Sequence[Tensor]) -> list[list[Tensor]]:
+    """Clusters of distinct tensors whose bytes overlap and whose flags disagree."""
+    by_owner: dict[object, list[Tensor]] = {}
+    for t in tensors:
+        span = t.entry.storage
+        if span is not None and span.stop > span.start:
+            by_owner.setdefault(span.owner, []).append(t)
+    conflicts = []
+    for members in by_owner.values():
+        members.sort(key=lambda t: t.entry.storage.start if t.entry.storage else 0)
+        cluster: list[Tensor] = []
+        reach = -1
+        for t in [*members, None]:
+            span = t.entry.storage if t is not None else None
+            if t is None or span is None or span.start >= reach:
+                if len({c.entry.requires_grad for c in cluster}) > 1:
+                    conflicts.append(cluster)
+                cluster, reach = [], -1
+            if t is not None and span is not None:
+                cluster.append(t)
+                reach = max(reach, span.stop)
+    return conflicts
+
+
+def _names(t: Tensor) -> str:
+    return " = ".join([t.name, *t.aliases])
+
+
+def build_audit(adapter: ParamGate, model: object, optimizer: object | None) -> AuditReport:
+    """Run every audit check on ``model`` (and ``optimizer``) and build the report."""
+    tensors, duplicates = collect(adapter, model)
+    findings: list[Finding] = []
+    groups: list[GroupEntry] | None = None
+    placements: dict[int, _Placement] = {}
+
+    for name in duplicates:
+        findings.append(
+            Finding(
+                "PG008",
+                "error",
+                name,
+                f"two different tensors are both called {name!r}; reports and snapshots match tensors "
+                "by name, so rename one of them",
+                f"两个不同的张量都叫 {name!r}；报告和快照按名称对应张量，请给其中一个改名",
+            )
+        )
+
+    if optimizer is not None:
+        groups, placements, foreign = place(adapter, optimizer, tensors)
+        findings += _optimizer_findings(adapter, optimizer, tensors, groups, placements, foreign)
+
+    for cluster in _storage_conflicts(tensors):
+        flags = ", ".join(f"{t.name} requires_grad={t.entry.requires_grad}" for t in cluster)
+        findings.append(
+            Finding(
+                "PG005",
+                "error",
+                cluster[0].name,
+                f"these tensors share storage but disagree on whether to train: {flags}. Training one moves "
+                "the other (tied weights): freeze or unfreeze them together, or untie them with a copy",
+                f"这些张量共享存储但训练标记不一致：{flags}。训练其中一个会改动另一个（权重绑定）：请一起冻结或解冻，或复制以解除绑定",
+            )
+        )
+
+    if not any(t.entry.requires_grad and t.entry.kind == "parameter" for t in tensors):
+        findings.append(
+            Finding(
+                "PG006",
+                "error",
+                None,
+                "no parameter of the model requires grad, so training cannot change anything: unfreeze "
+                "the layers you mean to train (e.g. the head) before building the optimizer",
+                "模型中没有任何参数需要梯度，训练不会改变任何东西：请在构造优化器之前解冻要训练的层（例如分类头）",
+            )
+        )
+
+    records = tuple(
+        ParamRecord(
+            name=t.name,
+            shape=t.entry.shape,
+            dtype=t.entry.dtype,
+            numel=t.entry.numel,
+            trainable=t.entry.requires_grad,
+            role=t.entry.role,
+            kind=t.entry.kind,
+            in_optimizer=id(t.entry.obj) in placements,
+            group=placements[id(t.entry.obj)].groups[0] if id(t.entry.obj) in placements else None,
+            aliases=tuple(t.aliases),
+            note=t.entry.note,
+        )
+        for t in tensors
+    )
+    order = {t.name: i for i, t in enumerate(tensors)}
+    findings.sort(key=lambda f: (f.code, order.get(f.name or "", -1)))
+    return AuditReport(
+        framework=adapter.name,
+        params=records,
+        groups=None if groups is None else tuple(_group_record(g, tensors) for g in groups),
+        optimizer=None if optimizer is None else _type_name(optimizer),
+        findings=tuple(findings),
+        totals=_totals(records),
+    )
+
+
+def _type_name(obj: object) -> str:
+    if isinstance(obj, list | tuple):
+        return f"{type(obj).__name__} of parameters"
+    return type(obj).__qualname__
+
+
+def _group_record(group: GroupEntry, tensors: Sequence[Tensor]) -> GroupRecord:
+    names = {id(t.entry.obj): t.name for t in tensors}
+    return GroupRecord(
+        index=group.index,
+        params=tuple(names.get(id(m.obj), f"<not in model: {m.label or '?'}>") for m in group.members),
+        lr=group.lr,
+        momentum=group.momentum,
+        weight_decay=group.weight_decay,
+        options=dict(group.options),
+    )
+
+
+def _totals(records: Sequence[ParamRecord]) -> Totals:
+    def total(role: str) -> int:
+        return sum(r.numel for r in records if r.role == role)
+
+    return Totals(
+        trainable=total("trainable"),
+        frozen=total("frozen"),
+        state=total("state"),
+        parameters=sum(r.numel for r in records if r.kind == "parameter"),
+    )
+
+
+def _optimizer_findings(
+    adapter: ParamGate,
+    optimizer: object,
+    tensors: Sequence[Tensor],
+    groups: Sequence[GroupEntry],
+    placements: dict[int, _Placement],
+    foreign: Sequence[tuple[int, str]],
+) -> list[Finding]:
+    findings: list[Finding] = []
+    if not any(g.members for g in groups):
+        findings.append(
+            Finding(
+                "PG003",
+                "error",
+                "optimizer",
+                f"the optimizer holds no parameters at all. {_EMPTY_HINT}",
+                f"优化器里一个参数也没有。{_EMPTY_HINT_ZH}",
+            )
+        )
+    else:
+        for g in groups:
+            if not g.members:
+                findings.append(
+                    Finding(
+                        "PG003",
+                        "error",
+                        f"group {g.index}",
+                        f"optimizer group {g.index} has no parameters. {_EMPTY_HINT}",
+                        f"优化器第 {g.index} 组没有参数。{_EMPTY_HINT_ZH}",
+                    )
+                )
+
+    for group_index, label in foreign:
+        findings.append(
+            Finding(
+                "PG007",
+                "error",
+                label,
+                f"optimizer group {group_index} holds {label}, which is not a tensor of this model: the "
+                "optimizer was probably built from another model (or a copy of it); build it from this "
+                "model's parameters",
+                f"优化器第 {group_index} 组持有 {label}，它不是这个模型的张量：优化器可能是用另一个模型（或其副本）构造的",
+            )
+        )
+
+    for t in tensors:
+        placement = placements.get(id(t.entry.obj))
+        if placement is not None and len(placement.groups) > 1:
+            where = ", ".join(str(i) for i in placement.groups)
+            findings.append(
+                Finding(
+                    "PG004",
+                    "error",
+                    t.name,
+                    f"{_names(t)} is in the optimizer {len(placement.groups)} times (groups {where}); it would "
+                    "be updated more than once per step: list each parameter in exactly one group",
+                    f"{_names(t)} 在优化器中出现了 {len(placement.groups)} 次（组 {where}）：每个参数只能放在一个组里",
+                )
+            )
+        if placement is None:
+            if t.entry.requires_grad and t.entry.kind == "parameter":
+                findings.append(
+                    Finding(
+                        "PG002",
+                        "error",
+                        t.name,
+                        f"{_names(t)} requires grad but is in no optimizer group, so it will never be "
+                        "trained: it was probably added or replaced after the optimizer was built; build "
+                        "the optimizer last, from paramgate.trainable(model)",
+                        f"{_names(t)} 需要梯度却不在任何优化器参数组中，永远不会被训练：它可能是在构造优化器之后才添加或替换的",
+                    )
+                )
+            continue
+        if t.entry.requires_grad:
+            continue
+        assert placement.first is not None
+        reason = _call(adapter, "would_move", adapter.would_move, t.entry, placement.first, optimizer)
+        what = "statistics tensor" if t.entry.role == "state" else "frozen parameter"
+        what_zh = "统计量" if t.entry.role == "state" else "冻结参数"
+        if reason:
+            findings.append(
+                Finding(
+                    "PG001",
+                    "error",
+                    t.name,
+                    f"{what} {_names(t)} is in optimizer group {placement.first.index} and WILL be changed: "
+                    f"{reason}. Build the optimizer from paramgate.trainable(model) (or "
+                    "filter(lambda p: p.requires_grad, ...)) so it never sees frozen parameters",
+                    f"{what_zh} {_names(t)} 在优化器第 {placement.first.index} 组中，并且会被改动：{reason}。"
+                    "请用 paramgate.trainable(model) 构造优化器，使其看不到冻结参数",
+                )
+            )
+        else:
+            findings.append(
+                Finding(
+                    "PG001",
+                    "warning",
+                    t.name,
+                    f"{what} {_names(t)} is in optimizer group {placement.first.index}; it would not move as "
+                    "things stand, but a gradient, weight decay or momentum added later would move it: leave "
+                    "it out of the optimizer",
+                    f"{what_zh} {_names(t)} 在优化器第 {placement.first.index} 组中；目前不会被改动，"
+                    "但以后一旦有梯度、权重衰减或动量就会被改动：请不要把它交给优化器",
+                )
+            )
+    return findings

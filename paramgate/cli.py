@@ -1,0 +1,156 @@
+"""The ``paramgate`` command line.
+
+Exit codes: 0 clean, 1 error findings, 2 bad usage or input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from paramgate import __version__
+from paramgate.api import audit
+from paramgate.demo import run_demo
+from paramgate.errors import FactoryError, ParamGateError
+from paramgate.plugins import get_plugin_manager
+
+__all__ = ["load_factory", "main"]
+
+EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="paramgate",
+        description="Check what an optimizer will touch, and prove frozen weights stayed frozen.",
+    )
+    parser.add_argument("--version", action="version", version=f"paramgate {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="replay the seed's walkthrough with real training steps")
+    demo.add_argument("--framework", default="numpy", help="backend to run it on (default: numpy)")
+    demo.add_argument("--lang", choices=["en", "zh"], default="en", help="language of the output")
+    demo.add_argument("--json", action="store_true", help="print the audit and invariance reports as JSON")
+    demo.add_argument(
+        "--buggy", action="store_true", help="hand every parameter to Momentum with weight decay, and watch the gate"
+    )
+    demo.add_argument("--steps", type=int, default=3, help="training steps to run (default: 3)")
+
+    aud = sub.add_parser("audit", help="audit the (model, optimizer) a factory returns")
+    aud.add_argument("target", metavar="MODULE:FACTORY", help="e.g. mypkg.train:build or path/to/train.py:build")
+    aud.add_argument("--format", choices=["text", "json", "markdown"], default="text")
+    aud.add_argument("--lang", choices=["en", "zh"], default="en", help="language of the text format")
+
+    sub.add_parser("plugins", help="list the registered adapters and their versions")
+    return parser
+
+
+def load_factory(target: str) -> object:
+    """Import ``MODULE:FACTORY`` (or ``path/to/file.py:FACTORY``) and call the factory."""
+    module_name, sep, attr = target.rpartition(":")
+    if not sep or not module_name or not attr:
+        raise FactoryError(f"target {target!r}: expected MODULE:FACTORY, e.g. mypkg.train:build_model")
+    if module_name.endswith(".py"):
+        path = Path(module_name)
+        if not path.is_file():
+            raise FactoryError(f"target {target!r}: file {module_name} does not exist")
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.path.insert(0, str(path.resolve().parent))
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            raise FactoryError(f"target {target!r}: importing {module_name} failed: {type(exc).__name__}: {exc}") from exc
+    else:
+        if os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            raise FactoryError(
+                f"target {target!r}: no module named {exc.name!r}; run from the directory that holds it, "
+                "or install it"
+            ) from exc
+        except Exception as exc:
+            raise FactoryError(f"target {target!r}: importing {module_name} failed: {type(exc).__name__}: {exc}") from exc
+    factory = getattr(module, attr, None)
+    if factory is None:
+        raise FactoryError(f"target {target!r}: module {module_name} has no attribute {attr!r}")
+    if not callable(factory):
+        raise FactoryError(f"target {target!r}: {attr} is a {type(factory).__name__}, not a callable factory")
+    try:
+        return factory()
+    except Exception as exc:
+        raise FactoryError(f"target {target!r}: calling {attr}() raised {type(exc).__name__}: {exc}") from exc
+
+
+def _cmd_audit(args: argparse.Namespace) -> int:
+    built = load_factory(args.target)
+    if isinstance(built, tuple) and len(built) == 2:
+        model, optimizer = built
+    else:
+        model, optimizer = built, None
+    report = audit(model, optimizer)
+    if args.format == "json":
+        print(report.to_json())
+    elif args.format == "markdown":
+        print(report.render_markdown(), end="")
+    else:
+        print(report.render(args.lang))
+    return EXIT_OK if report.ok else EXIT_FINDINGS
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    pm = get_plugin_manager()
+    kit = pm.hook.paramgate_demo_kit(framework=args.framework)
+    if kit is None:
+        available = ", ".join(a.name for _, a in pm.adapters())
+        raise FactoryError(
+            f"--framework {args.framework}: no installed adapter provides a demo for it "
+            f"(installed adapters: {available}); install paramgate[{args.framework}]"
+        )
+    if args.steps < 1:
+        raise FactoryError("--steps: must be at least 1")
+    return run_demo(kit, sys.stdout, plugins=pm, lang=args.lang, buggy=args.buggy, as_json=args.json, steps=args.steps)
+
+
+def _cmd_plugins() -> int:
+    infos = get_plugin_manager().plugin_infos()
+    if not infos:
+        print("no paramgate plugins are installed")
+        return EXIT_OK
+    rows = [("plugin", "framework", "package", "module", "framework version")]
+    for i in infos:
+        if i.error:
+            rows.append((i.name, "-", "-", f"FAILED: {i.error}", "-"))
+        else:
+            package = f"{i.package} {i.version}" if i.package else "(not from a distribution)"
+            rows.append((i.name, i.framework or "-", package, i.module, i.framework_version or "not installed"))
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "demo":
+            return _cmd_demo(args)
+        if args.command == "audit":
+            return _cmd_audit(args)
+        if args.command == "plugins":
+            return _cmd_plugins()
+    except ParamGateError as exc:
+        print(f"paramgate: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    parser.print_help()
+    return EXIT_USAGE

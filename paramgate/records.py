@@ -1,0 +1,210 @@
+"""The neutral records adapters hand to the core, and the core hands to users.
+
+Adapters translate framework objects into :class:`ParamEntry` and :class:`GroupEntry`
+values.  Those two hold the native objects, so they only live for the length of one
+call.  Everything the core keeps or returns (:class:`ParamRecord`,
+:class:`GroupRecord`, :class:`Fingerprint`) holds plain data and never a tensor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = [
+    "STATISTIC_NAMES",
+    "Fingerprint",
+    "GroupEntry",
+    "GroupRecord",
+    "JSONScalar",
+    "Kind",
+    "Member",
+    "ParamEntry",
+    "ParamRecord",
+    "Role",
+    "StorageSpan",
+    "classify",
+]
+
+Role = Literal["trainable", "frozen", "state"]
+"""What a tensor is for: trained, frozen, or statistics that change without an optimizer."""
+
+Kind = Literal["parameter", "buffer"]
+"""How the framework holds it: a parameter (MindSpore keeps statistics here) or a buffer."""
+
+JSONScalar = str | int | float | bool | None
+
+STATISTIC_NAMES = frozenset(
+    {
+        "running_mean",
+        "running_var",
+        "num_batches_tracked",
+        "moving_mean",
+        "moving_variance",
+        "moving_var",
+        "mean",
+        "var",
+        "variance",
+    }
+)
+"""Last name components that mark normalization statistics across frameworks.
+
+PyTorch keeps them as buffers, MindSpore, Keras and Paddle as non-trainable
+parameters; adapters use this set so that every backend sorts them into the
+``"state"`` role the same way.
+"""
+
+
+@dataclass(frozen=True)
+class StorageSpan:
+    """The bytes a tensor occupies inside the memory block that owns them.
+
+    Two parameters whose spans overlap in the same ``owner`` share storage (tied
+    weights).  ``owner`` is any hashable that identifies the block for the length
+    of one audit, e.g. the address of the base allocation.
+    """
+
+    owner: Hashable
+    start: int
+    stop: int
+
+    def overlaps(self, other: StorageSpan) -> bool:
+        """Whether both spans lie in one block and share at least one byte."""
+        return self.owner == other.owner and self.start < other.stop and other.start < self.stop
+
+
+@dataclass(frozen=True, eq=False)
+class ParamEntry:
+    """One named tensor of a model, as an adapter reports it.
+
+    ``obj`` is the framework's own object: the thing ``paramgate.trainable`` returns
+    and the thing ``ParamGate.fingerprint`` reads.  The core identifies tensors by
+    ``id(obj)``, never by value or by name, so the same object listed under two
+    names is one tensor with an alias.
+    """
+
+    name: str
+    obj: object
+    shape: tuple[int, ...]
+    dtype: str
+    numel: int
+    requires_grad: bool
+    role: Role
+    kind: Kind = "parameter"
+    storage: StorageSpan | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class Member:
+    """One slot of an optimizer group: the native object and, if it has one, its own name."""
+
+    obj: object
+    label: str | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class GroupEntry:
+    """One optimizer parameter group, as an adapter reports it.
+
+    ``lr``, ``momentum`` and ``weight_decay`` are normalised across frameworks
+    (``None`` when the optimizer has no such setting); everything else the group
+    carries goes into ``options`` as JSON scalars.
+    """
+
+    index: int
+    members: tuple[Member, ...]
+    lr: float | None = None
+    momentum: float | None = None
+    weight_decay: float | None = None
+    options: Mapping[str, JSONScalar] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ParamRecord:
+    """One tensor of the model in an :class:`~paramgate.AuditReport` (plain data only)."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    numel: int
+    trainable: bool
+    role: Role
+    kind: Kind = "parameter"
+    in_optimizer: bool = False
+    group: int | None = None
+    aliases: tuple[str, ...] = ()
+    note: str | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        """The record as JSON-ready data with stable keys."""
+        return {
+            "name": self.name,
+            "aliases": list(self.aliases),
+            "shape": list(self.shape),
+            "dtype": self.dtype,
+            "numel": self.numel,
+            "trainable": self.trainable,
+            "role": self.role,
+            "kind": self.kind,
+            "in_optimizer": self.in_optimizer,
+            "group": self.group,
+            "note": self.note,
+        }
+
+
+@dataclass(frozen=True)
+class GroupRecord:
+    """One optimizer group in an :class:`~paramgate.AuditReport` (plain data only)."""
+
+    index: int
+    params: tuple[str, ...]
+    lr: float | None = None
+    momentum: float | None = None
+    weight_decay: float | None = None
+    options: Mapping[str, JSONScalar] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, object]:
+        """The group as JSON-ready data with stable keys."""
+        return {
+            "index": self.index,
+            "params": list(self.params),
+            "lr": self.lr,
+            "momentum": self.momentum,
+            "weight_decay": self.weight_decay,
+            "options": dict(self.options),
+        }
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """What a snapshot keeps of one tensor: a digest of its raw bytes, not the bytes.
+
+    Two fingerprints are equal exactly when the shape, dtype and every byte are
+    equal (up to the digest's collision probability, 2**-128), so NaN payloads,
+    -0.0 and bfloat16 bit patterns count like any other bits.
+    """
+
+    digest: bytes
+    nbytes: int
+
+
+def classify(name: str, requires_grad: bool, *, statistic: bool | None = None) -> Role:
+    """The role of a tensor from its flag and, for non-trainable ones, its name.
+
+    A tensor that requires grad is ``"trainable"``.  One that does not is
+    ``"state"`` when ``statistic`` says so, or (``statistic=None``) when the last
+    component of its dotted or slashed name is in :data:`STATISTIC_NAMES`;
+    otherwise it is ``"frozen"``.
+
+    >>> classify("backbone.bn.moving_mean", False)
+    'state'
+    >>> classify("backbone.conv1.weight", False)
+    'frozen'
+    """
+    if requires_grad:
+        return "trainable"
+    if statistic is None:
+        statistic = name.replace("/", ".").rsplit(".", 1)[-1] in STATISTIC_NAMES
+    return "state" if statistic else "frozen"
