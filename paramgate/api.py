@@ -70,9 +70,7 @@ def snapshot(
     return Snapshot.take(adapter, model, optimizer, pm)
 
 
-def guard(
-    model: object, optimizer: object | None = None, *, plugins: ParamGatePluginManager | None = None
-) -> Guard:
+def guard(model: object, optimizer: object | None = None, *, plugins: ParamGatePluginManager | None = None) -> Guard:
     """A context manager: snapshot on entry, verify on exit.
 
     Raises :class:`~paramgate.FrozenParameterChanged`, naming every changed

@@ -20,7 +20,9 @@ _EMPTY_HINT = (
     "An optimizer built from a filter() or generator that was already read (for logging, say) gets "
     "nothing: build the list once with paramgate.trainable(model) and pass that list."
 )
-_EMPTY_HINT_ZH = "用已经被读过一遍的 filter() 或生成器构造优化器，只会得到空列表：请用 paramgate.trainable(model) 得到列表再传入。"
+_EMPTY_HINT_ZH = (
+    "用已经被读过一遍的 filter() 或生成器构造优化器，只会得到空列表：请用 paramgate.trainable(model) 得到列表再传入。"
+)
 
 
 @dataclass(eq=False)
@@ -56,13 +58,14 @@ def _call(adapter: ParamGate, what: str, fn: object, *args: object) -> object:
 
 def collect(adapter: ParamGate, model: object) -> tuple[list[Tensor], list[str]]:
     """The model's distinct tensors in model order, and names used by two different tensors."""
-    raw = _call(adapter, "parameters", adapter.parameters, model)
-    assert isinstance(raw, Sequence) or hasattr(raw, "__iter__")
+    # Materialise inside _call so that errors raised lazily by a generator are wrapped too.
+    raw = _call(adapter, "parameters", lambda: list(adapter.parameters(model)))
+    assert isinstance(raw, list)
     by_obj: dict[int, Tensor] = {}
     by_name: dict[str, Tensor] = {}
     tensors: list[Tensor] = []
     duplicates: list[str] = []
-    for position, entry in enumerate(raw):  # type: ignore[call-overload]
+    for position, entry in enumerate(raw):
         if not isinstance(entry, ParamEntry):
             raise AdapterError(f"the {adapter.name} adapter yielded {type(entry).__name__}, not a ParamEntry")
         if not isinstance(entry.name, str) or not entry.name:
@@ -129,14 +132,14 @@ def _storage_conflicts(tensors: Sequence[Tensor]) -> list[list[Tensor]]:
         members.sort(key=lambda t: t.entry.storage.start if t.entry.storage else 0)
         cluster: list[Tensor] = []
         reach = -1
-        for t in [*members, None]:
-            span = t.entry.storage if t is not None else None
-            if t is None or span is None or span.start >= reach:
+        for member in [*members, None]:
+            span = member.entry.storage if member is not None else None
+            if span is None or span.start >= reach:
                 if len({c.entry.requires_grad for c in cluster}) > 1:
                     conflicts.append(cluster)
                 cluster, reach = [], -1
-            if t is not None and span is not None:
-                cluster.append(t)
+            if member is not None and span is not None:
+                cluster.append(member)
                 reach = max(reach, span.stop)
     return conflicts
 
@@ -292,7 +295,8 @@ def _optimizer_findings(
                 f"optimizer group {group_index} holds {label}, which is not a tensor of this model: the "
                 "optimizer was probably built from another model (or a copy of it); build it from this "
                 "model's parameters",
-                f"优化器第 {group_index} 组持有 {label}，它不是这个模型的张量：优化器可能是用另一个模型（或其副本）构造的",
+                f"优化器第 {group_index} 组持有 {label}，它不是这个模型的张量："
+                "优化器可能是用另一个模型（或其副本）构造的",
             )
         )
 
@@ -320,7 +324,8 @@ def _optimizer_findings(
                         f"{_names(t)} requires grad but is in no optimizer group, so it will never be "
                         "trained: it was probably added or replaced after the optimizer was built; build "
                         "the optimizer last, from paramgate.trainable(model)",
-                        f"{_names(t)} 需要梯度却不在任何优化器参数组中，永远不会被训练：它可能是在构造优化器之后才添加或替换的",
+                        f"{_names(t)} 需要梯度却不在任何优化器参数组中，永远不会被训练："
+                        "它可能是在构造优化器之后才添加或替换的",
                     )
                 )
             continue

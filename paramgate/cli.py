@@ -66,7 +66,9 @@ def load_factory(target: str) -> object:
         try:
             spec.loader.exec_module(module)
         except Exception as exc:
-            raise FactoryError(f"target {target!r}: importing {module_name} failed: {type(exc).__name__}: {exc}") from exc
+            raise FactoryError(
+                f"target {target!r}: importing {module_name} failed: {type(exc).__name__}: {exc}"
+            ) from exc
     else:
         if os.getcwd() not in sys.path:
             sys.path.insert(0, os.getcwd())
@@ -74,11 +76,12 @@ def load_factory(target: str) -> object:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
             raise FactoryError(
-                f"target {target!r}: no module named {exc.name!r}; run from the directory that holds it, "
-                "or install it"
+                f"target {target!r}: no module named {exc.name!r}; run from the directory that holds it, or install it"
             ) from exc
         except Exception as exc:
-            raise FactoryError(f"target {target!r}: importing {module_name} failed: {type(exc).__name__}: {exc}") from exc
+            raise FactoryError(
+                f"target {target!r}: importing {module_name} failed: {type(exc).__name__}: {exc}"
+            ) from exc
     factory = getattr(module, attr, None)
     if factory is None:
         raise FactoryError(f"target {target!r}: module {module_name} has no attribute {attr!r}")

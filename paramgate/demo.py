@@ -27,7 +27,8 @@ _TEXT = {
     "en": {
         "title": "paramgate demo ({framework}): the seed's walkthrough, with real training steps",
         "model": "1. The model: a frozen backbone and a head to train",
-        "filter": "2. Filtering the parameters that need training...",
+        "filter": "2. The filter: filter(lambda x: x.requires_grad, all_model_params), step by step",
+        "start": "Start filtering the parameters that need training...",
         "check": "Checking parameter: {name:<25} | requires_grad? -> {flag}",
         "passed": "  └─ PASSED! Added to the list to train.",
         "skipped": "  └─ SKIPPED! Frozen.",
@@ -47,6 +48,7 @@ _TEXT = {
         "title": "paramgate 演示（{framework}）：重放“参数过滤器”的模拟流程，并真实训练几步",
         "model": "1. 模型：冻结的 Backbone 和待训练的 Head Net",
         "filter": "2. 执行过滤流程：模拟 filter() 的“安检”",
+        "start": "开始筛选需要训练的参数...",
         "check": "检查参数: {name:<25} | requires_grad? -> {flag}",
         "passed": "  └─ PASSED! 已加入待训练列表。",
         "skipped": "  └─ SKIPPED! 已被冻结。",
@@ -127,12 +129,13 @@ def run_demo(
     say(t["model"])
     width = max(len(p.name) for p in before.params)
     for p in before.params:
-        say(f"   {p.name:<{width}}  {str(list(p.shape)):<14} {p.dtype:<9} requires_grad={p.trainable}")
+        say(f"   {p.name:<{width}}  {list(p.shape)!s:<14} {p.dtype:<9} requires_grad={p.trainable}")
     say()
     if buggy:
         say(t["nofilter"])
     else:
         say(t["filter"])
+        say(t["start"])
         for p in before.params:
             say(t["check"].format(name=p.name, flag=p.trainable))
             say(t["passed"] if p.trainable else t["skipped"])

@@ -30,7 +30,9 @@ CODES: dict[str, CodeInfo] = {
         CodeInfo("PG002", "trainable parameter missing from the optimizer", "可训练参数不在优化器中"),
         CodeInfo("PG003", "optimizer or group with no parameters", "优化器或参数组为空"),
         CodeInfo("PG004", "the same parameter twice in the optimizer", "同一参数在优化器中出现多次"),
-        CodeInfo("PG005", "shared storage under different flags (tied weights)", "共享存储的参数标记不一致（权重绑定）"),
+        CodeInfo(
+            "PG005", "shared storage under different flags (tied weights)", "共享存储的参数标记不一致（权重绑定）"
+        ),
         CodeInfo("PG006", "nothing trainable at all", "没有任何可训练参数"),
         CodeInfo("PG007", "optimizer holds a tensor that is not in the model", "优化器持有模型之外的张量"),
         CodeInfo("PG008", "two different parameters share one name", "两个不同参数同名"),

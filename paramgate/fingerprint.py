@@ -8,6 +8,7 @@ the core never sees the tensor itself.  Bytes, not values: NaN == NaN and
 from __future__ import annotations
 
 import hashlib
+
 from typing_extensions import Buffer
 
 from paramgate.records import Fingerprint

@@ -224,7 +224,9 @@ def _refuse_iterator(obj: object, argument: str) -> None:
 
 def _unsupported_model_message(model: object, argument: str, installed: str) -> str:
     if model is None:
-        return f"{argument} is None: pass the model object (e.g. the nn.Module or Cell). Installed adapters: {installed}."
+        return (
+            f"{argument} is None: pass the model object (e.g. the nn.Module or Cell). Installed adapters: {installed}."
+        )
     if isinstance(model, str | bytes | os.PathLike):
         return (
             f"{argument} is a {type(model).__name__} ({model!r}): paramgate audits live model objects, "
@@ -236,7 +238,9 @@ def _unsupported_model_message(model: object, argument: str, installed: str) -> 
     root = type(model).__module__.split(".", 1)[0]
     if root in {"torch", "mindspore", "jax", "jaxlib", "flax", "keras", "tensorflow"}:
         hint = f" Install the adapter for {root} (pip install 'paramgate[{root}]')."
-    return f"{argument}: {kind} is not a model any installed adapter understands.{hint} Installed adapters: {installed}."
+    return (
+        f"{argument}: {kind} is not a model any installed adapter understands.{hint} Installed adapters: {installed}."
+    )
 
 
 @functools.cache
@@ -245,4 +249,3 @@ def get_plugin_manager() -> ParamGatePluginManager:
     pm = ParamGatePluginManager()
     pm.load_entrypoints()
     return pm
-

@@ -24,10 +24,15 @@ __all__ = ["ParamGate"]
 class ParamGate(Protocol):
     """The contract between the neutral core and one framework's adapter."""
 
-    #: Short framework name shown in reports and JSON ("numpy", "torch"...).
-    name: str
-    #: Distribution whose installed version ``paramgate plugins`` shows, or None.
-    distribution: str | None
+    @property
+    def name(self) -> str:
+        """Short framework name shown in reports and JSON ("numpy", "torch"...)."""
+        ...
+
+    @property
+    def distribution(self) -> str | None:
+        """Distribution whose installed version ``paramgate plugins`` shows, or None."""
+        ...
 
     def owns_model(self, model: object) -> bool:
         """Whether ``model`` is a model of this framework.

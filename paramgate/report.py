@@ -197,8 +197,12 @@ class AuditReport:
                 f"| `{name}` | {list(p.shape)} | {p.dtype} | {p.numel:,d} | {p.role} | {self._where(p, 'en')} |"
             )
         t = self.totals
-        lines += ["", f"**trainable** {t.trainable:,d} ({t.trainable_pct:.2f}%) · **frozen** {t.frozen:,d}"
-                  f" · **state** {t.state:,d} · **all** {t.all:,d}", ""]
+        lines += [
+            "",
+            f"**trainable** {t.trainable:,d} ({t.trainable_pct:.2f}%) · **frozen** {t.frozen:,d}"
+            f" · **state** {t.state:,d} · **all** {t.all:,d}",
+            "",
+        ]
         if self.findings:
             lines += ["| severity | code | name | message |", "|---|---|---|---|"]
             for f in self.findings:
@@ -266,9 +270,8 @@ class InvarianceReport:
     def render(self, lang: str = "en") -> str:
         """A plain-text verdict, in English ("en") or Chinese ("zh")."""
         if lang == "zh":
-            head = (
-                f"不变性检查（{self.framework}）：检查了 {self.checked} 个张量，"
-                + ("冻结参数逐位未变。" if self.ok else "冻结参数被改动了！")
+            head = f"不变性检查（{self.framework}）：检查了 {self.checked} 个张量，" + (
+                "冻结参数逐位未变。" if self.ok else "冻结参数被改动了！"
             )
         else:
             head = f"invariance check ({self.framework}): {self.checked} tensors checked, " + (

@@ -72,7 +72,9 @@ class Snapshot:
         return f"<paramgate.Snapshot {self.framework}: {len(self.prints)} tensors>"
 
     @classmethod
-    def take(cls, adapter: ParamGate, model: object, optimizer: object | None, plugins: ParamGatePluginManager) -> Snapshot:
+    def take(
+        cls, adapter: ParamGate, model: object, optimizer: object | None, plugins: ParamGatePluginManager
+    ) -> Snapshot:
         tensors, duplicates = collect(adapter, model)
         _unique_names(tensors, duplicates)
         groups: dict[int, int] = {}
@@ -117,8 +119,8 @@ class Snapshot:
         findings: list[Finding] = []
         seen: set[int] = set()
         for p in self.prints:
-            t = next((by_name[n] for n in (p.name, *p.aliases) if n in by_name), None)
-            if t is None:
+            found = next((by_name[n] for n in (p.name, *p.aliases) if n in by_name), None)
+            if found is None:
                 findings.append(
                     Finding(
                         "PG104",
@@ -130,8 +132,8 @@ class Snapshot:
                     )
                 )
                 continue
-            seen.add(id(t))
-            findings += _compare(adapter, p, t)
+            seen.add(id(found))
+            findings += _compare(adapter, p, found)
         for t in tensors:
             if id(t) not in seen:
                 findings.append(
@@ -161,7 +163,8 @@ def _compare(adapter: ParamGate, p: TensorPrint, t: Tensor) -> list[Finding]:
                 f"{list(t.entry.shape)} now: it was replaced or resized"
                 + (" although it was frozen" if was_frozen else "")
                 + "; take a new snapshot after changing the model on purpose",
-                f"{p.name} 在快照时是 {p.dtype}{list(p.shape)}，现在是 {t.entry.dtype}{list(t.entry.shape)}：它被替换或改变了大小",
+                f"{p.name} 在快照时是 {p.dtype}{list(p.shape)}，"
+                f"现在是 {t.entry.dtype}{list(t.entry.shape)}：它被替换或改变了大小",
             )
         ]
     if _fingerprint(adapter, t) == p.fingerprint:
@@ -196,13 +199,19 @@ def _compare(adapter: ParamGate, p: TensorPrint, t: Tensor) -> list[Finding]:
                 f"it is in optimizer group {p.group}, which moved it (weight decay, momentum or a stale gradient): "
                 "build the optimizer from paramgate.trainable(model)"
             )
-            why_zh = f"它在优化器第 {p.group} 组中，被权重衰减、动量或残留梯度改动了：请用 paramgate.trainable(model) 构造优化器"
+            why_zh = (
+                f"它在优化器第 {p.group} 组中，被权重衰减、动量或残留梯度改动了："
+                "请用 paramgate.trainable(model) 构造优化器"
+            )
         else:
             why = (
                 "it is not in the optimizer you gave, so something else wrote to it (a tied weight, an in-place "
                 "operation, load_state_dict, or an optimizer built from all parameters)"
             )
-            why_zh = "它不在你给出的优化器中，所以是别的东西改写了它（权重绑定、原地操作、load_state_dict 或包含全部参数的优化器）"
+            why_zh = (
+                "它不在你给出的优化器中，所以是别的东西改写了它"
+                "（权重绑定、原地操作、load_state_dict 或包含全部参数的优化器）"
+            )
         now = " (it requires grad now: take a new snapshot after unfreezing)" if t.entry.requires_grad else ""
         return [
             Finding(

@@ -16,7 +16,6 @@ from paramgate import (
 )
 from paramgate.fingerprint import fingerprint_buffer
 from paramgate.records import classify
-
 from paramgate_numpy.optim import Momentum
 from paramgate_numpy.parameter import Parameter
 
@@ -39,7 +38,7 @@ def _byte_bounds(a: Any) -> tuple[int, int]:
     try:
         from numpy.lib.array_utils import byte_bounds
     except ImportError:  # numpy < 2
-        byte_bounds = np.byte_bounds
+        byte_bounds = getattr(np, "byte_bounds")  # noqa: B009 - absent from numpy 2 stubs
     low, high = byte_bounds(a)
     return int(low), int(high)
 
@@ -147,7 +146,7 @@ class NumpyAdapter:
             )
         # ascontiguousarray copies only a non-contiguous view (once, transiently).
         flat = np.ascontiguousarray(data).reshape(-1).view(np.uint8)
-        return fingerprint_buffer(flat)
+        return fingerprint_buffer(flat.data)
 
     def would_move(self, entry: ParamEntry, group: GroupEntry, optimizer: object) -> str | None:
         if not isinstance(optimizer, Momentum):

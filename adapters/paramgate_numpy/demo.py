@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import Any
 
 from paramgate.demo import DemoKit
-
 from paramgate_numpy.optim import Momentum
 
 __all__ = ["KIT", "build_model", "train_step"]

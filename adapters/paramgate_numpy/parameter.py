@@ -23,7 +23,9 @@ class Parameter:
 
     __slots__ = ("__weakref__", "data", "name", "requires_grad", "statistic")
 
-    def __init__(self, data: Any, name: str | None = None, requires_grad: bool = True, *, statistic: bool | None = None) -> None:
+    def __init__(
+        self, data: Any, name: str | None = None, requires_grad: bool = True, *, statistic: bool | None = None
+    ) -> None:
         import numpy as np
 
         self.data = data if isinstance(data, np.ndarray) else np.asarray(data)

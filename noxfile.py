@@ -1,0 +1,41 @@
+"""The one test command: ``python3 -m nox`` runs lint and every backend's tests.
+
+Backends whose pins conflict get environments of their own (MindSpore needs
+numpy<2, JAX numpy>=2; torch is pinned to the CPU build in test environments
+only).  The core tests run in every backend environment, so the core is proven
+against each NumPy those backends bring.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["lint", "numpy", "numpy1"]
+nox.options.reuse_existing_virtualenvs = True
+nox.options.error_on_missing_interpreters = True
+
+PYTHON = "3.11"
+CORE_TESTS = ["tests"]
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff (lint and format) on everything, strict mypy on paramgate/ and the NumPy adapter."""
+    session.install("ruff>=0.6", "mypy>=1.10", "numpy>=2", "pluggy>=1.3", "typing-extensions>=4.6", "pytest>=8")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("mypy")
+
+
+@nox.session(python=PYTHON)
+def numpy(session: nox.Session) -> None:
+    """The core and the NumPy backend (the default install: no framework)."""
+    session.install(".[test]")
+    session.run("pytest", *CORE_TESTS, *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def numpy1(session: nox.Session) -> None:
+    """The core and the NumPy backend on NumPy 1.x, which MindSpore still needs."""
+    session.install(".[test]", "numpy<2")
+    session.run("pytest", *CORE_TESTS, *session.posargs)
