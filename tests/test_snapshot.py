@@ -68,7 +68,7 @@ def test_nan_payload_change_is_a_change():
     data = np.array([np.nan], dtype=np.float64)
     model = [Parameter(data, "w", requires_grad=False), Parameter(np.ones(1), "h")]
     snap = paramgate.snapshot(model)
-    data.view(np.uint64)[0] ^= 1  # still NaN, different payload
+    data.view(np.uint64)[0] ^= np.uint64(1)  # still NaN, different payload
     assert np.isnan(data[0])
     assert snap.verify(model).changed == ["w"]
 
