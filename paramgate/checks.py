@@ -341,7 +341,7 @@ def _optimizer_findings(
                     "PG001",
                     "error",
                     t.name,
-                    f"{what} {_names(t)} is in optimizer group {placement.first.index} and WILL be changed: "
+                    f"{what} {_names(t)} is in optimizer group {placement.first.index}, which moves it: "
                     f"{reason}. Build the optimizer from paramgate.trainable(model) (or "
                     "filter(lambda p: p.requires_grad, ...)) so it never sees frozen parameters",
                     f"{what_zh} {_names(t)} 在优化器第 {placement.first.index} 组中，并且会被改动：{reason}。"

@@ -7,6 +7,7 @@ tensor, so keeping one around keeps no model alive.
 from __future__ import annotations
 
 import json
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -84,7 +85,10 @@ def _findings_lines(findings: Sequence[Finding], lang: str) -> list[str]:
         title = CODES[f.code].title_zh if lang == "zh" else f.title
         subject = f" {f.name}" if f.name else ""
         lines.append(f"{severity} {f.code}{subject}: {title}")
-        lines.append(f"    {f.text(lang)}")
+        if lang == "zh":
+            lines.append(f"    {f.text(lang)}")
+        else:
+            lines += textwrap.wrap(f.text(lang), width=100, initial_indent="    ", subsequent_indent="    ")
     return lines
 
 

@@ -155,7 +155,7 @@ class NumpyAdapter:
         reasons = []
         if optimizer.decay_flags[slot] and optimizer._wd[slot]:
             reasons.append(
-                f"weight_decay={optimizer._wd[slot]} in group {group.index} shrinks it every step, even with the "
+                f"weight_decay={optimizer._wd[slot]} in group {group.index} pulls it toward zero every step, even with the "
                 "zero gradient a frozen parameter gets"
             )
         if optimizer.moments[slot].any():
