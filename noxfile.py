@@ -12,13 +12,10 @@ import nox
 
 nox.options.sessions = ["lint", "numpy", "numpy1"]
 nox.options.reuse_existing_virtualenvs = True
-nox.options.error_on_missing_interpreters = True
-
-PYTHON = "3.11"
 CORE_TESTS = ["tests"]
 
 
-@nox.session(python=PYTHON)
+@nox.session
 def lint(session: nox.Session) -> None:
     """ruff (lint and format) on everything, strict mypy on paramgate/ and the NumPy adapter."""
     session.install("ruff>=0.6", "mypy>=1.10", "numpy>=2", "pluggy>=1.3", "typing-extensions>=4.6", "pytest>=8")
@@ -27,14 +24,14 @@ def lint(session: nox.Session) -> None:
     session.run("mypy")
 
 
-@nox.session(python=PYTHON)
+@nox.session
 def numpy(session: nox.Session) -> None:
     """The core and the NumPy backend (the default install: no framework)."""
     session.install(".[test]")
     session.run("pytest", *CORE_TESTS, *session.posargs)
 
 
-@nox.session(python=PYTHON)
+@nox.session
 def numpy1(session: nox.Session) -> None:
     """The core and the NumPy backend on NumPy 1.x, which MindSpore still needs."""
     session.install(".[test]", "numpy<2")

@@ -153,10 +153,10 @@ class NumpyAdapter:
             return None  # a list of parameters has no settings yet: nothing moves it so far
         slot = next(i for i, p in enumerate(optimizer.parameters) if p is entry.obj)
         reasons = []
-        if optimizer.decay_flags[slot] and optimizer._wd[slot]:
+        if optimizer.decay_flags[slot] and optimizer.weight_decays[slot]:
             reasons.append(
-                f"weight_decay={optimizer._wd[slot]} in group {group.index} pulls it toward zero every step, even with the "
-                "zero gradient a frozen parameter gets"
+                f"weight_decay={optimizer.weight_decays[slot]} in group {group.index} pulls it toward zero every "
+                "step, even with the zero gradient a frozen parameter gets"
             )
         if optimizer.moments[slot].any():
             reasons.append("its momentum buffer is non-zero, so it keeps moving with a zero gradient")

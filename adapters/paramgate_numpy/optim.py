@@ -31,6 +31,10 @@ class Momentum:
     ``accum = momentum * accum + g``; ``w -= lr * accum`` (Nesterov:
     ``w -= lr * (g + momentum * accum)``).  Call it with one gradient per
     parameter, in the order of :attr:`parameters`: ``opt(grads)``.
+
+    Per parameter, in that order: :attr:`decay_flags` (whether weight decay
+    applies), :attr:`weight_decays` (the decay it gets) and :attr:`moments` (the
+    momentum accumulators).
     """
 
     def __init__(
@@ -70,12 +74,12 @@ class Momentum:
         self._lr = tuple(g["lr"] for g in self.groups for _ in g["params"])
         if self.is_group:
             self.decay_flags = tuple(g["weight_decay"] > 0 for g in self.groups for _ in g["params"])
-            self._wd = tuple(g["weight_decay"] for g in self.groups for _ in g["params"])
+            self.weight_decays = tuple(g["weight_decay"] for g in self.groups for _ in g["params"])
         else:
             self.decay_flags = tuple(
                 "beta" not in _param_name(p) and "gamma" not in _param_name(p) for p in self.parameters
             )
-            self._wd = tuple(self.weight_decay if flag else 0.0 for flag in self.decay_flags)
+            self.weight_decays = tuple(self.weight_decay if flag else 0.0 for flag in self.decay_flags)
         self.moments: tuple[Any, ...] = tuple(np.zeros_like(_data(p)) for p in self.parameters)
 
     def __call__(self, gradients: Sequence[Any]) -> None:
@@ -86,7 +90,9 @@ class Momentum:
             raise ValueError(
                 f"For 'Momentum', expected {len(self.parameters)} gradients (one per parameter), got {len(gradients)}."
             )
-        for p, g, accum, lr, wd in zip(self.parameters, gradients, self.moments, self._lr, self._wd, strict=True):
+        for p, g, accum, lr, wd in zip(
+            self.parameters, gradients, self.moments, self._lr, self.weight_decays, strict=True
+        ):
             w = _data(p)
             grad = np.asarray(g, dtype=w.dtype) / w.dtype.type(self.loss_scale)
             if wd:
