@@ -116,7 +116,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         available = ", ".join(a.name for _, a in pm.adapters())
         raise FactoryError(
             f"--framework {args.framework}: no installed adapter provides a demo for it "
-            f"(installed adapters: {available}); install paramgate[{args.framework}]"
+            f"(installed adapters: {available}); install an adapter plugin for {args.framework}, "
+            "then check `paramgate plugins`"
         )
     if args.steps < 1:
         raise FactoryError("--steps: must be at least 1")

@@ -237,7 +237,7 @@ def _unsupported_model_message(model: object, argument: str, installed: str) -> 
     hint = ""
     root = type(model).__module__.split(".", 1)[0]
     if root in {"torch", "mindspore", "jax", "jaxlib", "flax", "keras", "tensorflow"}:
-        hint = f" Install the adapter for {root} (pip install 'paramgate[{root}]')."
+        hint = f" It looks like a {root} object: install an adapter plugin for {root} (see `paramgate plugins`)."
     return (
         f"{argument}: {kind} is not a model any installed adapter understands.{hint} Installed adapters: {installed}."
     )

@@ -85,3 +85,12 @@ def test_every_error_is_a_paramgate_error():
     errors = [getattr(paramgate, name) for name in paramgate.__all__ if name.endswith(("Error", "Changed"))]
     assert len(errors) == 11
     assert all(issubclass(e, paramgate.ParamGateError) for e in errors)
+
+
+def test_a_framework_object_without_its_adapter_says_so():
+    # A class that only claims to live in torch's namespace: what a torch model looks like
+    # to the core while no torch adapter is installed.
+    Module = type("Module", (), {"__module__": "torch.nn.modules.module"})
+    with pytest.raises(paramgate.UnsupportedModelError, match="looks like a torch object") as info:
+        paramgate.audit(Module())
+    assert "torch.nn.modules.module.Module is not a model" in str(info.value)
