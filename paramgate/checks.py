@@ -5,7 +5,7 @@ Adapters only translate; every rule about what is wrong lives here.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from paramgate.errors import AdapterError, EmptyModelError, InvalidParameterError, ParamGateError
@@ -14,7 +14,7 @@ from paramgate.protocol import ParamGate
 from paramgate.records import GroupEntry, GroupRecord, ParamEntry, ParamRecord
 from paramgate.report import AuditReport, Totals
 
-__all__ = ["Tensor", "build_audit", "collect", "place"]
+__all__ = ["Tensor", "build_audit", "call_adapter", "collect", "place"]
 
 _EMPTY_HINT = (
     "An optimizer built from a filter() or generator that was already read (for logging, say) gets "
@@ -43,8 +43,8 @@ class _Placement:
     first: GroupEntry | None = None
 
 
-def _call(adapter: ParamGate, what: str, fn: object, *args: object) -> object:
-    assert callable(fn)
+def call_adapter(adapter: ParamGate, what: str, fn: Callable[..., object], *args: object) -> object:
+    """Call into an adapter; anything but a ParamGateError becomes an AdapterError naming it."""
     try:
         return fn(*args)
     except ParamGateError:
@@ -58,8 +58,8 @@ def _call(adapter: ParamGate, what: str, fn: object, *args: object) -> object:
 
 def collect(adapter: ParamGate, model: object) -> tuple[list[Tensor], list[str]]:
     """The model's distinct tensors in model order, and names used by two different tensors."""
-    # Materialise inside _call so that errors raised lazily by a generator are wrapped too.
-    raw = _call(adapter, "parameters", lambda: list(adapter.parameters(model)))
+    # Materialise inside call_adapter so that errors raised lazily by a generator are wrapped too.
+    raw = call_adapter(adapter, "parameters", lambda: list(adapter.parameters(model)))
     assert isinstance(raw, list)
     by_obj: dict[int, Tensor] = {}
     by_name: dict[str, Tensor] = {}
@@ -94,7 +94,7 @@ def collect(adapter: ParamGate, model: object) -> tuple[list[Tensor], list[str]]
 
 
 def _read_groups(adapter: ParamGate, optimizer: object) -> list[GroupEntry]:
-    groups = _call(adapter, "optimizer_groups", adapter.optimizer_groups, optimizer)
+    groups = call_adapter(adapter, "optimizer_groups", adapter.optimizer_groups, optimizer)
     assert isinstance(groups, Sequence)
     return list(groups)
 
@@ -332,7 +332,7 @@ def _optimizer_findings(
         if t.entry.requires_grad:
             continue
         assert placement.first is not None
-        reason = _call(adapter, "would_move", adapter.would_move, t.entry, placement.first, optimizer)
+        reason = call_adapter(adapter, "would_move", adapter.would_move, t.entry, placement.first, optimizer)
         what = "statistics tensor" if t.entry.role == "state" else "frozen parameter"
         what_zh = "统计量" if t.entry.role == "state" else "冻结参数"
         if reason:

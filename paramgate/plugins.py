@@ -208,9 +208,7 @@ class ParamGatePluginManager(pluggy.PluginManager):
 
 def _refuse_iterator(obj: object, argument: str) -> None:
     # isinstance is a pure type check: it neither advances nor copies the iterator.
-    from collections.abc import Iterator as _Iterator
-
-    if isinstance(obj, _Iterator):
+    if isinstance(obj, Iterator):
         raise OneShotIteratorError(
             f"{argument}: got a one-shot iterator ({type(obj).__name__}); reading it would empty it, and an "
             "optimizer built from it afterwards gets no parameters (the classic exhausted filter()). "

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from paramgate.checks import Tensor, _call, collect, place
+from paramgate.checks import Tensor, call_adapter, collect, place
 from paramgate.errors import FrozenParameterChanged, InvalidParameterError, SnapshotMismatchError
 from paramgate.findings import Finding
 from paramgate.fingerprint import DIGEST_NAME
@@ -42,7 +42,7 @@ class TensorPrint:
 
 
 def _fingerprint(adapter: ParamGate, t: Tensor) -> Fingerprint:
-    fp = _call(adapter, "fingerprint", adapter.fingerprint, t.entry)
+    fp = call_adapter(adapter, "fingerprint", adapter.fingerprint, t.entry)
     assert isinstance(fp, Fingerprint)
     return fp
 
