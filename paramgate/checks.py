@@ -62,7 +62,7 @@ def collect(adapter: ParamGate, model: object) -> tuple[list[Tensor], list[str]]
     raw = call_adapter(adapter, "parameters", lambda: list(adapter.parameters(model)))
     assert isinstance(raw, list)
     by_obj: dict[int, Tensor] = {}
-    by_name: dict[str, Tensor] = {}
+    names: set[str] = set()
     tensors: list[Tensor] = []
     duplicates: list[str] = []
     for position, entry in enumerate(raw):
@@ -78,13 +78,11 @@ def collect(adapter: ParamGate, model: object) -> tuple[list[Tensor], list[str]]
             if entry.name != known.name and entry.name not in known.aliases:
                 known.aliases.append(entry.name)
             continue
-        tensor = Tensor(entry)
-        other = by_name.get(entry.name)
-        if other is not None and entry.name not in duplicates:
+        if entry.name in names and entry.name not in duplicates:
             duplicates.append(entry.name)
-        by_obj[id(entry.obj)] = tensor
-        by_name.setdefault(entry.name, tensor)
-        tensors.append(tensor)
+        names.add(entry.name)
+        by_obj[id(entry.obj)] = Tensor(entry)
+        tensors.append(by_obj[id(entry.obj)])
     if not tensors:
         raise EmptyModelError(
             "model has no parameters: check that you passed the model itself (not an already-read "
@@ -93,17 +91,13 @@ def collect(adapter: ParamGate, model: object) -> tuple[list[Tensor], list[str]]
     return tensors, duplicates
 
 
-def _read_groups(adapter: ParamGate, optimizer: object) -> list[GroupEntry]:
-    groups = call_adapter(adapter, "optimizer_groups", adapter.optimizer_groups, optimizer)
-    assert isinstance(groups, Sequence)
-    return list(groups)
-
-
 def place(
     adapter: ParamGate, optimizer: object, tensors: Sequence[Tensor]
 ) -> tuple[list[GroupEntry], dict[int, _Placement], list[tuple[int, str]]]:
     """Where each tensor sits in the optimizer, keyed by ``id(obj)``, and what is foreign."""
-    groups = _read_groups(adapter, optimizer)
+    read = call_adapter(adapter, "optimizer_groups", adapter.optimizer_groups, optimizer)
+    assert isinstance(read, Sequence)
+    groups = list(read)
     known = {id(t.entry.obj): t for t in tensors}
     placements: dict[int, _Placement] = {}
     foreign: list[tuple[int, str]] = []
