@@ -48,11 +48,7 @@ def audit(
     >>> report.ok, report.codes()  # doctest: +SKIP
     (True, [])
     """
-    pm = _manager(plugins)
-    adapter = pm.adapter_for_model(model)
-    if optimizer is not None:
-        pm.check_optimizer(adapter, optimizer)
-    return build_audit(adapter, model, optimizer)
+    return build_audit(_manager(plugins).adapter_for(model, optimizer), model, optimizer)
 
 
 def snapshot(
@@ -64,10 +60,7 @@ def snapshot(
     optimizer, if given, only tells which group each tensor was in, for messages.
     """
     pm = _manager(plugins)
-    adapter = pm.adapter_for_model(model)
-    if optimizer is not None:
-        pm.check_optimizer(adapter, optimizer)
-    return Snapshot.take(adapter, model, optimizer, pm)
+    return Snapshot.take(pm.adapter_for(model, optimizer), model, optimizer, pm)
 
 
 def guard(model: object, optimizer: object | None = None, *, plugins: ParamGatePluginManager | None = None) -> Guard:

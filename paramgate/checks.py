@@ -190,22 +190,7 @@ def build_audit(adapter: ParamGate, model: object, optimizer: object | None) -> 
             )
         )
 
-    records = tuple(
-        ParamRecord(
-            name=t.name,
-            shape=t.entry.shape,
-            dtype=t.entry.dtype,
-            numel=t.entry.numel,
-            trainable=t.entry.requires_grad,
-            role=t.entry.role,
-            kind=t.entry.kind,
-            in_optimizer=id(t.entry.obj) in placements,
-            group=placements[id(t.entry.obj)].groups[0] if id(t.entry.obj) in placements else None,
-            aliases=tuple(t.aliases),
-            note=t.entry.note,
-        )
-        for t in tensors
-    )
+    records = tuple(_record(t, placements.get(id(t.entry.obj))) for t in tensors)
     order = {t.name: i for i, t in enumerate(tensors)}
     findings.sort(key=lambda f: (f.code, order.get(f.name or "", -1)))
     return AuditReport(
@@ -215,6 +200,22 @@ def build_audit(adapter: ParamGate, model: object, optimizer: object | None) -> 
         optimizer=None if optimizer is None else _type_name(optimizer),
         findings=tuple(findings),
         totals=_totals(records),
+    )
+
+
+def _record(t: Tensor, placement: _Placement | None) -> ParamRecord:
+    return ParamRecord(
+        name=t.name,
+        shape=t.entry.shape,
+        dtype=t.entry.dtype,
+        numel=t.entry.numel,
+        trainable=t.entry.requires_grad,
+        role=t.entry.role,
+        kind=t.entry.kind,
+        in_optimizer=placement is not None,
+        group=placement.groups[0] if placement is not None else None,
+        aliases=tuple(t.aliases),
+        note=t.entry.note,
     )
 
 
@@ -338,7 +339,7 @@ def _optimizer_findings(
                     f"{what} {_names(t)} is in optimizer group {placement.first.index}, which moves it: "
                     f"{reason}. Build the optimizer from paramgate.trainable(model) (or "
                     "filter(lambda p: p.requires_grad, ...)) so it never sees frozen parameters",
-                    f"{what_zh} {_names(t)} 在优化器第 {placement.first.index} 组中，并且会被改动：{reason}。"
+                    f"{what_zh} {_names(t)} 在优化器第 {placement.first.index} 组中，优化器会改动它：{reason}。"
                     "请用 paramgate.trainable(model) 构造优化器，使其看不到冻结参数",
                 )
             )

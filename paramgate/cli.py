@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 
 from paramgate import __version__
 from paramgate.api import audit
@@ -50,38 +51,36 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _import(module_name: str) -> ModuleType:
+    """Import a dotted module (from the cwd, like ``python -m``) or a ``.py`` file."""
+    if not module_name.endswith(".py"):
+        if os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())
+        return importlib.import_module(module_name)
+    path = Path(module_name)
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(path.resolve().parent))
+    spec.loader.exec_module(module)
+    return module
+
+
 def load_factory(target: str) -> object:
     """Import ``MODULE:FACTORY`` (or ``path/to/file.py:FACTORY``) and call the factory."""
     module_name, sep, attr = target.rpartition(":")
     if not sep or not module_name or not attr:
         raise FactoryError(f"target {target!r}: expected MODULE:FACTORY, e.g. mypkg.train:build_model")
-    if module_name.endswith(".py"):
-        path = Path(module_name)
-        if not path.is_file():
-            raise FactoryError(f"target {target!r}: file {module_name} does not exist")
-        spec = importlib.util.spec_from_file_location(path.stem, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.path.insert(0, str(path.resolve().parent))
-        try:
-            spec.loader.exec_module(module)
-        except Exception as exc:
-            raise FactoryError(
-                f"target {target!r}: importing {module_name} failed: {type(exc).__name__}: {exc}"
-            ) from exc
-    else:
-        if os.getcwd() not in sys.path:
-            sys.path.insert(0, os.getcwd())
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            raise FactoryError(
-                f"target {target!r}: no module named {exc.name!r}; run from the directory that holds it, or install it"
-            ) from exc
-        except Exception as exc:
-            raise FactoryError(
-                f"target {target!r}: importing {module_name} failed: {type(exc).__name__}: {exc}"
-            ) from exc
+    if module_name.endswith(".py") and not Path(module_name).is_file():
+        raise FactoryError(f"target {target!r}: file {module_name} does not exist")
+    try:
+        module = _import(module_name)
+    except ModuleNotFoundError as exc:
+        raise FactoryError(
+            f"target {target!r}: no module named {exc.name!r}; run from the directory that holds it, or install it"
+        ) from exc
+    except Exception as exc:
+        raise FactoryError(f"target {target!r}: importing {module_name} failed: {type(exc).__name__}: {exc}") from exc
     factory = getattr(module, attr, None)
     if factory is None:
         raise FactoryError(f"target {target!r}: module {module_name} has no attribute {attr!r}")

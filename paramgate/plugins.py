@@ -182,6 +182,13 @@ class ParamGatePluginManager(pluggy.PluginManager):
             return adapter
         raise UnsupportedModelError(_unsupported_model_message(model, argument, self._describe()))
 
+    def adapter_for(self, model: object, optimizer: object | None = None) -> ParamGate:
+        """The model's adapter, after checking that it can read ``optimizer`` (if given)."""
+        adapter = self.adapter_for_model(model)
+        if optimizer is not None:
+            self.check_optimizer(adapter, optimizer)
+        return adapter
+
     def check_optimizer(self, adapter: ParamGate, optimizer: object) -> None:
         """Raise unless ``adapter`` (the model's) can read ``optimizer``."""
         _refuse_iterator(optimizer, "optimizer")

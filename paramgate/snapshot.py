@@ -47,7 +47,7 @@ def _fingerprint(adapter: ParamGate, t: Tensor) -> Fingerprint:
     return fp
 
 
-def _unique_names(tensors: Sequence[Tensor], duplicates: Sequence[str]) -> None:
+def _unique_names(duplicates: Sequence[str]) -> None:
     if duplicates:
         raise InvalidParameterError(
             f"two different tensors are both called {duplicates[0]!r}: a snapshot matches tensors by name, "
@@ -76,7 +76,7 @@ class Snapshot:
         cls, adapter: ParamGate, model: object, optimizer: object | None, plugins: ParamGatePluginManager
     ) -> Snapshot:
         tensors, duplicates = collect(adapter, model)
-        _unique_names(tensors, duplicates)
+        _unique_names(duplicates)
         groups: dict[int, int] = {}
         if optimizer is not None:
             _, placements, _ = place(adapter, optimizer, tensors)
@@ -111,7 +111,7 @@ class Snapshot:
                 "passed to verify(); verify the same model you snapshotted"
             )
         tensors, duplicates = collect(adapter, model)
-        _unique_names(tensors, duplicates)
+        _unique_names(duplicates)
         by_name: dict[str, Tensor] = {}
         for t in tensors:
             for name in (t.name, *t.aliases):
@@ -245,9 +245,7 @@ class Guard:
     def __enter__(self) -> Guard:
         if self._model is None:
             raise RuntimeError("a paramgate guard can be entered only once; create a new one")
-        adapter = self._plugins.adapter_for_model(self._model)
-        if self._optimizer is not None:
-            self._plugins.check_optimizer(adapter, self._optimizer)
+        adapter = self._plugins.adapter_for(self._model, self._optimizer)
         self.snapshot = Snapshot.take(adapter, self._model, self._optimizer, self._plugins)
         self._optimizer = None
         return self
