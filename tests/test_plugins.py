@@ -7,6 +7,7 @@ import textwrap
 
 import numpy as np
 import pytest
+from _helpers import AdapterPlugin
 
 import paramgate
 from paramgate.plugins import ParamGatePluginManager, PluginLoadWarning
@@ -40,12 +41,7 @@ def test_a_third_party_adapter_overrides_with_tryfirst(pm):
     class Loud(NumpyAdapter):
         name = "numpy-loud"
 
-    class ThirdParty:
-        @paramgate.hookimpl(tryfirst=True)
-        def paramgate_adapter(self):
-            return Loud()
-
-    plugin = ThirdParty()
+    plugin = AdapterPlugin(Loud)
     pm.register(plugin, name="loud")
     try:
         assert paramgate.audit(_model(), plugins=pm).framework == "numpy-loud"
@@ -63,57 +59,35 @@ def test_blocking_a_plugin_removes_its_adapter(pm):
 
 
 def test_a_plugin_that_raises_is_named(pm):
-    class Broken:
-        @paramgate.hookimpl
-        def paramgate_adapter(self):
-            raise RuntimeError("adapter exploded")
+    def explode():
+        raise RuntimeError("adapter exploded")
 
-    pm.register(Broken(), name="broken-plugin")
+    pm.register(AdapterPlugin(explode, tryfirst=False), name="broken-plugin")
     with pytest.raises(paramgate.AdapterError, match=r"'broken-plugin'.*adapter exploded"):
         paramgate.audit(_model(), plugins=pm)
 
 
-def test_an_adapter_that_raises_while_claiming_is_named(pm):
-    class Grabby(NumpyAdapter):
-        name = "grabby"
+@pytest.mark.parametrize(
+    ("method", "call", "message"),
+    [
+        # Claiming a model: the error names the plugin.
+        ("owns_model", paramgate.trainable, r"plugin 'raiser-plugin' raised in owns_model\(\): ValueError: broken"),
+        # Reading a model it claimed: the error names the adapter.
+        ("parameters", paramgate.audit, r"the raiser adapter raised in parameters\(\): ValueError: broken"),
+    ],
+)
+def test_an_adapter_that_raises_is_named(pm, method, call, message):
+    def broken(self, model):
+        raise ValueError("broken")
 
-        def owns_model(self, model):
-            raise ValueError("cannot look")
-
-    class Plugin:
-        @paramgate.hookimpl(tryfirst=True)
-        def paramgate_adapter(self):
-            return Grabby()
-
-    pm.register(Plugin(), name="grabby-plugin")
-    with pytest.raises(paramgate.AdapterError, match="'grabby-plugin' raised in owns_model"):
-        paramgate.trainable(_model(), plugins=pm)
-
-
-def test_an_adapter_that_raises_while_reading_is_wrapped(pm):
-    class Buggy(NumpyAdapter):
-        name = "buggy"
-
-        def parameters(self, model):
-            raise ZeroDivisionError("oops")
-
-    class Plugin:
-        @paramgate.hookimpl(tryfirst=True)
-        def paramgate_adapter(self):
-            return Buggy()
-
-    pm.register(Plugin(), name="buggy-plugin")
-    with pytest.raises(paramgate.AdapterError, match=r"buggy adapter raised in parameters.*ZeroDivisionError: oops"):
-        paramgate.audit(_model(), plugins=pm)
+    raiser = type("Raiser", (NumpyAdapter,), {"name": "raiser", method: broken})
+    pm.register(AdapterPlugin(raiser), name="raiser-plugin")
+    with pytest.raises(paramgate.AdapterError, match=message):
+        call(_model(), plugins=pm)
 
 
 def test_a_non_adapter_result_is_refused(pm):
-    class Wrong:
-        @paramgate.hookimpl
-        def paramgate_adapter(self):
-            return object()
-
-    pm.register(Wrong(), name="wrong")
+    pm.register(AdapterPlugin(object, tryfirst=False), name="wrong")
     with pytest.raises(paramgate.PluginLoadError, match="'wrong' returned object"):
         pm.adapters()
 

@@ -8,10 +8,12 @@ import weakref
 
 import numpy as np
 import pytest
-from _helpers import flip_bit
+from _helpers import AdapterPlugin, flip_bit
 
 import paramgate
 from paramgate_numpy import Momentum, Parameter
+from paramgate_numpy import plugin as numpy_plugin
+from paramgate_numpy.adapter import NumpyAdapter
 from paramgate_numpy.demo import train_step
 
 DTYPES = ["float64", "float32", "float16", "int64", "int8", "uint8", "bool", "complex64", "complex128"]
@@ -217,20 +219,18 @@ def test_the_gate_changes_nothing(seed_model):
 
 
 def test_snapshot_of_one_framework_cannot_verify_another(seed_model):
-    snap = paramgate.snapshot(seed_model)
-    other = paramgate.ParamGatePluginManager()
-    # Same adapter class under another name: the snapshot refuses to compare across frameworks.
-    from paramgate_numpy.adapter import NumpyAdapter
+    # A second "framework" that claims tuples: a snapshot of a list model (numpy)
+    # refuses to verify a tuple model, whose adapter is another one.
+    class Tuples(NumpyAdapter):
+        name = "tuples"
 
-    class Renamed(NumpyAdapter):
-        name = "renamed"
+        def owns_model(self, model):
+            return isinstance(model, tuple) and super().owns_model(model)
 
-    class Plugin:
-        @paramgate.hookimpl
-        def paramgate_adapter(self):
-            return Renamed()
-
-    other.register(Plugin(), name="renamed")
-    snap._plugins = other
-    with pytest.raises(paramgate.SnapshotMismatchError, match="numpy model"):
-        snap.verify(seed_model)
+    pm = paramgate.ParamGatePluginManager()
+    pm.register(numpy_plugin, name="numpy")
+    pm.register(AdapterPlugin(Tuples), name="tuples")
+    snap = paramgate.snapshot(seed_model, plugins=pm)
+    assert snap.framework == "numpy"
+    with pytest.raises(paramgate.SnapshotMismatchError, match="numpy model, but a tuples model"):
+        snap.verify(tuple(seed_model))
