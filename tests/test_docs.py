@@ -19,13 +19,22 @@ def _blocks(page: Path, lang: str) -> list[str]:
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
-def test_python_blocks_run(page, capsys):
+def test_python_blocks_run_and_print_what_the_page_shows(page, capsys):
+    """Blocks share one namespace per page; a ```text block right after a block that
+    prints is that block's output, verbatim."""
     namespace: dict[str, object] = {"__name__": f"docs_{page.stem}"}
-    for number, block in enumerate(_blocks(page, "python"), 1):
+    fences = FENCE.findall(page.read_text(encoding="utf-8"))
+    for number, (kind, block) in enumerate(fences):
+        if kind != "python":
+            continue
         try:
             exec(compile(block, f"{page.name}[block {number}]", "exec"), namespace)
         except Exception as exc:
             pytest.fail(f"{page.name} python block {number} failed: {type(exc).__name__}: {exc}\n{block}")
+        printed = capsys.readouterr().out.rstrip()
+        following = fences[number + 1] if number + 1 < len(fences) else None
+        if printed and following is not None and following[0] == "text":
+            assert printed == following[1].rstrip(), f"{page.name}: the output shown after block {number} is stale"
 
 
 def test_readme_shows_the_real_demo_output(capsys):
