@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import nox
 
-nox.options.sessions = ["lint", "numpy", "numpy1"]
+nox.options.sessions = ["lint", "numpy", "numpy1", "torch"]
 nox.options.reuse_existing_virtualenvs = True
 CORE_TESTS = ["tests"]
+TORCH = "torch==2.13.0"  # the CPU wheel this machine has on disk; any other pin pulls a CUDA build
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff (lint and format) on everything, strict mypy on paramgate/ and the NumPy adapter."""
-    session.install("ruff>=0.6", "mypy>=1.10", "numpy>=2", "pluggy>=1.3", "typing-extensions>=4.6", "pytest>=8")
+    """ruff (lint and format) on everything, strict mypy on paramgate/ and the adapters (with torch's types)."""
+    session.install("ruff>=0.6", "mypy>=1.10", "numpy>=2", "pluggy>=1.3", "typing-extensions>=4.6", "pytest>=8", TORCH)
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy")
@@ -36,3 +37,10 @@ def numpy1(session: nox.Session) -> None:
     """The core and the NumPy backend on NumPy 1.x, which MindSpore still needs."""
     session.install(".[test]", "numpy<2")
     session.run("pytest", *CORE_TESTS, *session.posargs)
+
+
+@nox.session
+def torch(session: nox.Session) -> None:
+    """The core and the PyTorch backend on torch's CPU build: real models, real optimizer steps."""
+    session.install(".[test]", TORCH)
+    session.run("pytest", *CORE_TESTS, *session.posargs, env={"PARAMGATE_REQUIRE_BACKENDS": "torch"})

@@ -190,6 +190,8 @@ def build_audit(adapter: ParamGate, model: object, optimizer: object | None) -> 
             )
         )
 
+    findings += _train_mode_findings(tensors)
+
     records = tuple(_record(t, placements.get(id(t.entry.obj))) for t in tensors)
     order = {t.name: i for i, t in enumerate(tensors)}
     findings.sort(key=lambda f: (f.code, order.get(f.name or "", -1)))
@@ -201,6 +203,56 @@ def build_audit(adapter: ParamGate, model: object, optimizer: object | None) -> 
         findings=tuple(findings),
         totals=_totals(records),
     )
+
+
+def _scope(name: str) -> str:
+    return name.replace("/", ".").rpartition(".")[0]
+
+
+def _train_mode_findings(tensors: Sequence[Tensor]) -> list[Finding]:
+    """PG009: statistics that the next training step updates, in a layer whose weights are frozen.
+
+    A layer is the statistics' name scope; a layer without weights of its own
+    (``affine=False``) takes its flags from the nearest enclosing scope that has some.
+    """
+    flags: dict[str, list[bool]] = {}
+    for t in tensors:
+        if t.entry.kind == "parameter" and t.entry.role != "state":
+            for name in (t.name, *t.aliases):
+                scope = _scope(name)
+                while True:
+                    flags.setdefault(scope, []).append(t.entry.requires_grad)
+                    if not scope:
+                        break
+                    scope = _scope(scope)
+    layers: dict[str, list[str]] = {}
+    for t in tensors:
+        if t.entry.role == "state" and t.entry.updating:
+            layers.setdefault(_scope(t.name), []).append(t.name.replace("/", ".").rpartition(".")[2])
+    findings = []
+    for layer, stats in layers.items():
+        scope = layer
+        while scope not in flags and scope:
+            scope = _scope(scope)
+        owners = flags.get(scope)
+        if not owners or any(owners):
+            continue
+        where = layer or "the model"
+        findings.append(
+            Finding(
+                "PG009",
+                "warning",
+                layer or None,
+                f"normalization layer {where} is frozen but in train mode, so the next forward pass updates its "
+                f"statistics ({', '.join(stats)}) although no optimizer touches them. If they should stay "
+                "fixed, switch the frozen part to inference mode after every switch to training "
+                "(torch: backbone.eval() after model.train(); MindSpore: backbone.set_train(False))",
+                f"归一化层 {where} 已冻结却处于训练模式，下一次前向计算会更新它的统计量（{', '.join(stats)}），"
+                "尽管没有优化器改动它们。若要固定，请在每次切换到训练模式后把冻结部分切回推理模式"
+                "（torch：model.train() 之后调用 backbone.eval()；MindSpore：backbone.set_train(False)）",
+            )
+        )
+    return findings
 
 
 def _record(t: Tensor, placement: _Placement | None) -> ParamRecord:

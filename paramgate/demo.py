@@ -81,6 +81,10 @@ class DemoKit:
     :param optimizer_code: how the optimizer call reads, ``{params}`` and
         ``{weight_decay}`` filled in, for the printed hand-off.
     :param train_step: ``(model, optimizer) -> loss``: one real training step.
+    :param buggy_setup: for ``--buggy``, called on the fresh model before anything
+        else: the mistake this framework's users make besides skipping the filter
+        (torch: a backbone frozen after a backward pass still holds gradients, and
+        torch optimizers step every parameter whose ``.grad`` is set).
     """
 
     framework: str
@@ -89,6 +93,7 @@ class DemoKit:
     make_optimizer: Callable[[list[object], float], object]
     optimizer_code: str
     train_step: Callable[[object, object], float]
+    buggy_setup: Callable[[object], None] | None = None
 
 
 def run_demo(
@@ -104,6 +109,8 @@ def run_demo(
     """Replay the walkthrough; return 0 when the gate found nothing wrong, else 1."""
     t = _TEXT[lang]
     model = kit.build_model()
+    if buggy and kit.buggy_setup is not None:
+        kit.buggy_setup(model)
     before = audit(model, plugins=plugins)
     if buggy:
         params, weight_decay = kit.all_parameters(model), 0.01

@@ -180,7 +180,8 @@ class ParamGatePluginManager(pluggy.PluginManager):
         _refuse_iterator(model, argument)
         for _, adapter in self._claims("owns_model", model):
             return adapter
-        raise UnsupportedModelError(_unsupported_model_message(model, argument, self._describe()))
+        installed = {a.name for _, a in self.adapters()}
+        raise UnsupportedModelError(_unsupported_model_message(model, argument, self._describe(), installed))
 
     def adapter_for(self, model: object, optimizer: object | None = None) -> ParamGate:
         """The model's adapter, after checking that it can read ``optimizer`` (if given)."""
@@ -227,7 +228,7 @@ def _refuse_iterator(obj: object, argument: str) -> None:
         )
 
 
-def _unsupported_model_message(model: object, argument: str, installed: str) -> str:
+def _unsupported_model_message(model: object, argument: str, installed: str, frameworks: set[str]) -> str:
     if model is None:
         return (
             f"{argument} is None: pass the model object (e.g. the nn.Module or Cell). Installed adapters: {installed}."
@@ -241,7 +242,12 @@ def _unsupported_model_message(model: object, argument: str, installed: str) -> 
     kind = f"{type(model).__module__}.{type(model).__qualname__}"
     hint = ""
     root = type(model).__module__.split(".", 1)[0]
-    if root in {"torch", "mindspore", "jax", "jaxlib", "flax", "keras", "tensorflow"}:
+    if root in frameworks:
+        hint = (
+            f" The {root} adapter is installed but takes the model itself (e.g. an nn.Module or a Cell), "
+            "not a tensor, a state_dict or a list of parameters: pass the model."
+        )
+    elif root in {"torch", "mindspore", "jax", "jaxlib", "flax", "keras", "tensorflow"}:
         hint = f" It looks like a {root} object: install an adapter plugin for {root} (see `paramgate plugins`)."
     return (
         f"{argument}: {kind} is not a model any installed adapter understands.{hint} Installed adapters: {installed}."

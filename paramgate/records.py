@@ -18,6 +18,7 @@ __all__ = [
     "GroupEntry",
     "GroupRecord",
     "JSONScalar",
+    "JSONValue",
     "Kind",
     "Member",
     "ParamEntry",
@@ -34,6 +35,8 @@ Kind = Literal["parameter", "buffer"]
 """How the framework holds it: a parameter (MindSpore keeps statistics here) or a buffer."""
 
 JSONScalar = str | int | float | bool | None
+JSONValue = JSONScalar | tuple[JSONScalar, ...]
+"""A group option: a scalar, or a short tuple of them (Adam's ``betas``)."""
 
 STATISTIC_NAMES = frozenset(
     {
@@ -82,6 +85,11 @@ class ParamEntry:
     and the thing ``ParamGate.fingerprint`` reads.  The core identifies tensors by
     ``id(obj)``, never by value or by name, so the same object listed under two
     names is one tensor with an alias.
+
+    ``updating`` is for statistics: True when the framework will change the
+    tensor outside the optimizer at the next training step (a normalization layer
+    in train mode updating its running statistics), False when it will not, None
+    when the adapter cannot tell.
     """
 
     name: str
@@ -94,6 +102,7 @@ class ParamEntry:
     kind: Kind = "parameter"
     storage: StorageSpan | None = None
     note: str | None = None
+    updating: bool | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -110,7 +119,7 @@ class GroupEntry:
 
     ``lr``, ``momentum`` and ``weight_decay`` are normalised across frameworks
     (``None`` when the optimizer has no such setting); everything else the group
-    carries goes into ``options`` as JSON scalars.
+    carries goes into ``options`` as JSON scalars (or tuples of them).
     """
 
     index: int
@@ -118,7 +127,7 @@ class GroupEntry:
     lr: float | None = None
     momentum: float | None = None
     weight_decay: float | None = None
-    options: Mapping[str, JSONScalar] = field(default_factory=dict)
+    options: Mapping[str, JSONValue] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -163,7 +172,7 @@ class GroupRecord:
     lr: float | None = None
     momentum: float | None = None
     weight_decay: float | None = None
-    options: Mapping[str, JSONScalar] = field(default_factory=dict)
+    options: Mapping[str, JSONValue] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
         """The group as JSON-ready data with stable keys."""
@@ -173,7 +182,7 @@ class GroupRecord:
             "lr": self.lr,
             "momentum": self.momentum,
             "weight_decay": self.weight_decay,
-            "options": dict(self.options),
+            "options": {k: list(v) if isinstance(v, tuple) else v for k, v in self.options.items()},
         }
 
 

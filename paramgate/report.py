@@ -221,11 +221,12 @@ class AuditReport:
 
 
 def _group_line(g: GroupRecord, zh: bool) -> str:
-    settings = [f"{k}={v}" for k, v in (("lr", g.lr), ("momentum", g.momentum), ("weight_decay", g.weight_decay))]
-    settings += [f"{k}={v}" for k, v in g.options.items()]
+    # Settings the optimizer does not have (None) are left out: Adam has no momentum, a list no settings yet.
+    named = (("lr", g.lr), ("momentum", g.momentum), ("weight_decay", g.weight_decay), *g.options.items())
+    settings = [f"{k}={v}" for k, v in named if v is not None]
     params = ", ".join(g.params) or ("（空）" if zh else "(empty)")
     label = f"组 {g.index}" if zh else f"group {g.index}"
-    return f"{label}: {' '.join(settings)} -> {params}"
+    return f"{label}: {' '.join([*settings, '->', params])}"
 
 
 @dataclass(frozen=True)

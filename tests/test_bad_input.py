@@ -24,7 +24,7 @@ from paramgate_numpy import Momentum, Parameter
 def test_not_a_model(model, message):
     with pytest.raises(paramgate.UnsupportedModelError, match=message) as info:
         paramgate.audit(model)
-    assert "Installed adapters: numpy" in str(info.value)
+    assert "Installed adapters: " in str(info.value) and "numpy (plugin 'numpy')" in str(info.value)
     assert isinstance(info.value, TypeError)
 
 
@@ -89,8 +89,12 @@ def test_every_error_is_a_paramgate_error():
 
 def test_a_framework_object_without_its_adapter_says_so():
     # A class that only claims to live in torch's namespace: what a torch model looks like
-    # to the core while no torch adapter is installed.
+    # to the core while only the NumPy adapter is installed.
+    from paramgate_numpy import plugin
+
+    pm = paramgate.ParamGatePluginManager()
+    pm.register(plugin, "numpy")
     Module = type("Module", (), {"__module__": "torch.nn.modules.module"})
     with pytest.raises(paramgate.UnsupportedModelError, match="looks like a torch object") as info:
-        paramgate.audit(Module())
+        paramgate.audit(Module(), plugins=pm)
     assert "torch.nn.modules.module.Module is not a model" in str(info.value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from paramgate.cli import main
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = sorted([ROOT / "README.md", *(ROOT / "docs").glob("**/*.md")])
 FENCE = re.compile(r"^```(\w[\w-]*)?\n(.*?)^```", re.S | re.M)
+REQUIRES = re.compile(r"<!-- paramgate-docs: requires (\w+) -->")
+"""A page whose examples need a framework says so; it runs in that framework's environment."""
 
 
 def _blocks(page: Path, lang: str) -> list[str]:
@@ -22,8 +25,12 @@ def _blocks(page: Path, lang: str) -> list[str]:
 def test_python_blocks_run_and_print_what_the_page_shows(page, capsys):
     """Blocks share one namespace per page; a ```text block right after a block that
     prints is that block's output, verbatim."""
+    text = page.read_text(encoding="utf-8")
+    for needed in REQUIRES.findall(text):
+        if importlib.util.find_spec(needed) is None:
+            pytest.skip(f"{page.name} needs {needed}, which this environment does not have")
     namespace: dict[str, object] = {"__name__": f"docs_{page.stem}"}
-    fences = FENCE.findall(page.read_text(encoding="utf-8"))
+    fences = FENCE.findall(text)
     for number, (kind, block) in enumerate(fences):
         if kind != "python":
             continue

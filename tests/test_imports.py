@@ -38,6 +38,8 @@ def test_core_and_plugins_import_no_framework(tmp_path):
         except SystemExit:
             pass
         main(["plugins"])
+        import paramgate_torch.adapter, paramgate_torch.demo, paramgate_torch.plugin
+        assert not paramgate_torch.adapter.TorchAdapter().owns_model(model)
         leaked = sorted(set(FRAMEWORKS) & set(sys.modules))
         assert not leaked, leaked
         """

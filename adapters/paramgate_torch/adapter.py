@@ -1,0 +1,293 @@
+"""The PyTorch adapter: an ``nn.Module`` and any optimizer in, neutral records out.
+
+What it reads, and why:
+
+- Parameters come from ``named_parameters(remove_duplicate=False)`` (module by
+  module, each module's buffers after its parameters, as in ``state_dict``), so a
+  Parameter reachable under two names is seen under both and the core merges it.
+- Buffers are module state, not weights (``register_buffer``'s own definition):
+  they get the role ``"state"``, so their drift is reported as statistics
+  (PG103), never as a frozen weight that moved.  The running statistics of a
+  normalization layer carry ``updating``: whether the next forward pass in the
+  layer's current mode will change them.
+- Optimizer membership is read from ``param_groups`` (and ``param_names`` when the
+  optimizer was built from ``named_parameters()``), optimizer state from
+  ``state``, so any optimizer with torch's layout audits, builtin or not.
+  Identity is by object (and storage, for tied weights), never by value.
+- What moves a frozen parameter follows torch: optimizers skip a parameter whose
+  ``.grad`` is None, whatever ``requires_grad`` says, and step one that holds a
+  gradient, where weight decay and momentum/Adam state move it even when the
+  gradient is zero.
+
+torch is imported only inside methods, and only once it is already in
+``sys.modules`` (the model or optimizer passed in proves it is).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from paramgate import Fingerprint, GroupEntry, InvalidParameterError, Member, ParamEntry, StorageSpan
+from paramgate.fingerprint import fingerprint_buffer
+from paramgate.records import JSONValue, Kind, classify
+
+__all__ = ["TorchAdapter"]
+
+_STATISTICS = frozenset({"running_mean", "running_var", "num_batches_tracked"})
+"""The buffers a ``_NormBase`` layer (BatchNorm, InstanceNorm, SyncBatchNorm) updates in train mode."""
+
+_GROUP_FIELDS = frozenset({"params", "param_names", "lr", "momentum", "weight_decay"})
+_IMPLEMENTATION_KEYS = frozenset({"foreach", "fused", "differentiable", "capturable"})
+"""Group keys that choose a kernel, not what the step computes: left out of reports."""
+
+_MOMENTUM_STATE = ("momentum_buffer", "exp_avg", "exp_inf", "ax")
+"""Optimizer state that keeps moving a parameter when its gradient is zero."""
+
+
+def _torch() -> Any:
+    return sys.modules.get("torch")
+
+
+def _is_tensor(obj: object) -> bool:
+    torch = _torch()
+    return torch is not None and isinstance(obj, torch.Tensor)
+
+
+def _member(item: object) -> bool:
+    """A tensor, or a ``(name, tensor)`` pair as ``named_parameters()`` yields."""
+    if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
+        return _is_tensor(item[1])
+    return _is_tensor(item)
+
+
+def _is_group(item: object) -> bool:
+    return (
+        isinstance(item, Mapping)
+        and isinstance(item.get("params"), list | tuple)
+        and all(_member(p) for p in item["params"])
+    )
+
+
+def _is_uninitialized(t: Any) -> bool:
+    torch = _torch()
+    return isinstance(t, torch.nn.parameter.UninitializedTensorMixin)
+
+
+def dtype_name(dtype: Any) -> str:
+    """``torch.bfloat16`` -> ``"bfloat16"``: the names NumPy and the reports use."""
+    return str(dtype).removeprefix("torch.")
+
+
+def _scalar(value: object) -> JSONValue:
+    """A group setting as JSON: numbers stay numbers, a one-element tensor (tensor lr) a float."""
+    if isinstance(value, bool | int | float | str) or value is None:
+        return value
+    if _is_tensor(value) and value.numel() == 1:  # type: ignore[attr-defined]
+        return float(value.item())  # type: ignore[attr-defined]
+    if isinstance(value, tuple) and all(isinstance(v, bool | int | float | str) for v in value):
+        return tuple(value)
+    return repr(value)
+
+
+def _number(value: object) -> float | None:
+    converted = _scalar(value)
+    if isinstance(converted, bool) or not isinstance(converted, int | float):
+        return None
+    return float(converted)
+
+
+def _span(t: Any) -> StorageSpan | None:
+    """Bytes of the storage this tensor's elements occupy (all of them, strides included)."""
+    if t.device.type == "meta" or t.numel() == 0 or t.layout != _torch().strided:
+        return None
+    try:
+        storage = t.untyped_storage()
+    except (RuntimeError, NotImplementedError, TypeError):
+        return None  # tensor subclasses without a plain storage (e.g. DTensor)
+    low = high = t.storage_offset()
+    for size, stride in zip(t.shape, t.stride(), strict=True):
+        if stride >= 0:
+            high += (size - 1) * stride
+        else:
+            low += (size - 1) * stride
+    itemsize = t.element_size()
+    owner = (t.device.type, t.device.index, storage.data_ptr())
+    return StorageSpan(owner=owner, start=low * itemsize, stop=(high + 1) * itemsize)
+
+
+class TorchAdapter:
+    """Reads ``torch.nn.Module`` models and optimizers with torch's ``param_groups`` layout."""
+
+    name = "torch"
+    distribution = "torch"
+
+    def owns_model(self, model: object) -> bool:
+        torch = _torch()
+        return torch is not None and isinstance(model, torch.nn.Module)
+
+    def owns_optimizer(self, optimizer: object) -> bool:
+        torch = _torch()
+        if torch is None:
+            return False
+        if isinstance(optimizer, torch.optim.Optimizer):
+            return True
+        if isinstance(optimizer, list | tuple):
+            return all(_member(item) or _is_group(item) for item in optimizer)
+        groups = getattr(optimizer, "param_groups", None)
+        return isinstance(groups, list) and all(_is_group(g) for g in groups)
+
+    def parameters(self, model: object) -> Iterator[ParamEntry]:
+        torch = _torch()
+        assert isinstance(model, torch.nn.Module)
+        for prefix, module in model.named_modules(remove_duplicate=False):
+            dot = f"{prefix}." if prefix else ""
+            for name, p in module.named_parameters(recurse=False, remove_duplicate=False):
+                yield self._entry(dot + name, p, "parameter", None)
+            norm = isinstance(module, torch.nn.modules.batchnorm._NormBase)
+            for name, b in module.named_buffers(recurse=False, remove_duplicate=False):
+                updating = (
+                    bool(module.training and module.track_running_stats) if norm and name in _STATISTICS else None
+                )
+                yield self._entry(dot + name, b, "buffer", updating)
+
+    def _entry(self, name: str, t: Any, kind: Kind, updating: bool | None) -> ParamEntry:
+        if not _is_tensor(t):
+            raise InvalidParameterError(
+                f"{kind} {name!r} is a {type(t).__name__}, not a torch.Tensor; register tensors only"
+            )
+        requires_grad = bool(t.requires_grad)
+        role = classify(name, requires_grad, statistic=False) if kind == "parameter" else "state"
+        if _is_uninitialized(t):
+            return ParamEntry(
+                name=name,
+                obj=t,
+                shape=(),
+                dtype=dtype_name(t.dtype),
+                numel=0,
+                requires_grad=requires_grad,
+                role=role,
+                kind=kind,
+                note="uninitialized (lazy module): shape and size are known after the first forward pass",
+            )
+        note = None
+        if t.device.type == "meta":
+            note = "on the meta device: no data until the model is materialized"
+        return ParamEntry(
+            name=name,
+            obj=t,
+            shape=tuple(int(n) for n in t.shape),
+            dtype=dtype_name(t.dtype),
+            numel=int(t.numel()),
+            requires_grad=requires_grad,
+            role=role,
+            kind=kind,
+            storage=_span(t),
+            note=note,
+            updating=updating,
+        )
+
+    def optimizer_groups(self, optimizer: object) -> Sequence[GroupEntry]:
+        if isinstance(optimizer, list | tuple):
+            if optimizer and all(_is_group(item) for item in optimizer):
+                groups: Sequence[Mapping[str, Any]] = optimizer
+            else:
+                groups = [{"params": list(optimizer)}]
+        else:
+            groups = getattr(optimizer, "param_groups")  # noqa: B009 - checked by owns_optimizer
+        return [_group(i, g) for i, g in enumerate(groups)]
+
+    def fingerprint(self, entry: ParamEntry) -> Fingerprint:
+        torch = _torch()
+        t = entry.obj
+        assert isinstance(t, torch.Tensor)
+        if _is_uninitialized(t):
+            return fingerprint_buffer(b"")  # no data yet: its shape and dtype will differ once it has some
+        if t.device.type == "meta":
+            raise InvalidParameterError(
+                f"{entry.name!r} is on the meta device and has no data to fingerprint: materialize the model "
+                "(e.g. model.to_empty(device=...) and load its weights) before taking a snapshot"
+            )
+        if t.layout != torch.strided or t.is_quantized:
+            raise InvalidParameterError(
+                f"{entry.name!r} has layout {t.layout}{' (quantized)' if t.is_quantized else ''}; paramgate "
+                "fingerprints dense tensors only: convert it with .to_dense() / .dequantize() before auditing"
+            )
+        with torch.no_grad():
+            data = t.detach()
+            if data.device.type != "cpu":
+                data = data.cpu()  # one tensor at a time, dropped after hashing
+            if data.is_conj() or data.is_neg():
+                data = data.resolve_conj().resolve_neg()
+            # contiguous() copies only a non-contiguous view (once, transiently).
+            raw = data.contiguous().reshape(-1).view(torch.uint8)
+            return fingerprint_buffer(raw.numpy())
+
+    def would_move(self, entry: ParamEntry, group: GroupEntry, optimizer: object) -> str | None:
+        t: Any = entry.obj
+        grad = t.grad
+        built = not isinstance(optimizer, list | tuple)
+        kind = type(optimizer)
+        builtin = kind.__module__.startswith("torch.")
+        decay = group.weight_decay or 0.0
+        if grad is None:
+            if built and not builtin and decay:
+                return (
+                    f"weight_decay={decay} in group {group.index}, and {kind.__qualname__} is not a torch "
+                    "optimizer: some apply weight decay even to parameters without a gradient "
+                    "(KellerJordan/Muon#54)"
+                )
+            return None  # torch optimizers skip a parameter whose .grad is None
+        held_grad = (
+            "it holds a gradient (left from a backward pass before it was frozen, or kept as zeros by "
+            "zero_grad(set_to_none=False)), and torch optimizers step every parameter whose .grad is set, "
+            "whatever requires_grad says"
+        )
+        reasons = []
+        if grad.numel() and bool(grad.ne(0).any()):
+            reasons.append("the gradient is non-zero")
+        if built:
+            if decay:
+                reasons.append(f"weight_decay={decay} in group {group.index} changes it even with a zero gradient")
+            state = getattr(optimizer, "state", {})
+            held = state.get(t) if isinstance(state, Mapping) else None  # .get: never add a defaultdict entry
+            for key in _MOMENTUM_STATE:
+                value = held.get(key) if isinstance(held, Mapping) else None
+                if isinstance(value, _torch().Tensor) and value.numel() and bool(value.ne(0).any()):
+                    reasons.append(f"its optimizer state {key!r} is non-zero, so it keeps moving with a zero gradient")
+            lambd = _number(group.options.get("lambd"))
+            if lambd:
+                reasons.append(f"lambd={lambd} (ASGD) shrinks it every step")
+            if not builtin and not reasons:
+                reasons.append(
+                    f"{kind.__qualname__} is not a torch optimizer: paramgate cannot tell what its step does"
+                )
+        if not reasons:
+            return None
+        return f"{held_grad}: {', and '.join(reasons)} (set its .grad to None)"
+
+
+def _group(index: int, group: Mapping[str, Any]) -> GroupEntry:
+    names = group.get("param_names")
+    members = []
+    for slot, item in enumerate(group["params"]):
+        if isinstance(item, tuple):
+            label, tensor = item
+        else:
+            tensor = item
+            label = names[slot] if isinstance(names, list | tuple) and slot < len(names) else None
+        members.append(Member(tensor, label))
+    options = {
+        key: _scalar(value)
+        for key, value in group.items()
+        if key not in _GROUP_FIELDS and key not in _IMPLEMENTATION_KEYS and value is not None
+    }
+    return GroupEntry(
+        index=index,
+        members=tuple(members),
+        lr=_number(group.get("lr")),
+        momentum=_number(group.get("momentum")),
+        weight_decay=_number(group.get("weight_decay")),
+        options=options,
+    )
