@@ -249,3 +249,42 @@ def test_long_names_keep_columns_aligned():
     lines = paramgate.audit(model).render().splitlines()
     col = lines[1].index("shape")
     assert lines[3][col:].startswith("[8, 2]") and lines[4][col:].startswith("[2]")
+
+
+def test_pg009_warns_about_statistics_a_frozen_layer_will_update():
+    import dataclasses
+
+    from _helpers import AdapterPlugin
+
+    from paramgate_numpy.adapter import NumpyAdapter
+
+    class InTrainMode(NumpyAdapter):
+        """Every statistics tensor is updated by the next step, as in a framework's train mode."""
+
+        def parameters(self, model):
+            for entry in super().parameters(model):
+                yield dataclasses.replace(entry, updating=True) if entry.role == "state" else entry
+
+    pm = paramgate.ParamGatePluginManager()
+    pm.register(AdapterPlugin(InTrainMode), name="train-mode")
+
+    def model(gamma_trains: bool, with_gamma: bool = True) -> list[Parameter]:
+        params = [
+            Parameter(np.ones(2), "backbone.conv.weight", requires_grad=False),
+            Parameter(np.zeros(2), "backbone.bn.moving_mean", requires_grad=False),
+            Parameter(np.ones(2), "backbone.bn.moving_variance", requires_grad=False),
+            Parameter(np.ones(2), "head.weight"),
+        ]
+        if with_gamma:
+            params.insert(1, Parameter(np.ones(2), "backbone.bn.gamma", requires_grad=gamma_trains))
+        return params
+
+    report = paramgate.audit(model(gamma_trains=False), plugins=pm)
+    assert report.ok and report.codes() == ["PG009"]
+    assert report.findings[0].name == "backbone.bn"
+    assert "(moving_mean, moving_variance)" in report.findings[0].message
+    assert paramgate.audit(model(gamma_trains=True), plugins=pm).codes() == []
+    # A layer without weights of its own takes its flags from the enclosing scope.
+    assert paramgate.audit(model(False, with_gamma=False), plugins=pm).codes() == ["PG009"]
+    # The builtin adapter cannot tell (updating=None): no warning.
+    assert paramgate.audit(model(gamma_trains=False)).codes() == []

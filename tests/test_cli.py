@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -64,6 +65,12 @@ def test_demo_json(capsys):
 def test_demo_unknown_framework_is_usage_error(capsys):
     assert main(["demo", "--framework", "tensorflow"]) == 2
     assert "no installed adapter provides a demo for it" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is not None, reason="torch is installed here")
+def test_torch_demo_without_torch_says_how_to_install_it(capsys):
+    assert main(["demo", "--framework", "torch"]) == 2
+    assert 'torch is not installed; install it with pip install "paramgate[torch]"' in capsys.readouterr().err
 
 
 @pytest.fixture

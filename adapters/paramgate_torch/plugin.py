@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from paramgate import ParamGate, hookimpl
+import importlib.util
+
+from paramgate import FactoryError, ParamGate, hookimpl
 from paramgate.demo import DemoKit
 
 __all__ = ["paramgate_adapter", "paramgate_demo_kit"]
@@ -19,6 +21,8 @@ def paramgate_adapter() -> ParamGate:
 def paramgate_demo_kit(framework: str) -> DemoKit | None:
     if framework != "torch":
         return None
+    if importlib.util.find_spec("torch") is None:
+        raise FactoryError('--framework torch: torch is not installed; install it with pip install "paramgate[torch]"')
     from paramgate_torch import demo
 
     return demo.kit()
