@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from paramgate.errors import AdapterError, EmptyModelError, InvalidParameterError, ParamGateError
 from paramgate.findings import Finding
 from paramgate.protocol import ParamGate
-from paramgate.records import GroupEntry, GroupRecord, ParamEntry, ParamRecord
+from paramgate.records import GroupEntry, GroupRecord, ParamEntry, ParamRecord, StorageSpan
 from paramgate.report import AuditReport, Totals
 
 __all__ = ["Tensor", "build_audit", "call_adapter", "collect", "place"]
@@ -25,7 +26,7 @@ _EMPTY_HINT_ZH = (
 )
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Tensor:
     """One distinct tensor of a model (an object, whatever its names) during one call."""
 
@@ -68,21 +69,23 @@ def collect(adapter: ParamGate, model: object) -> tuple[list[Tensor], list[str]]
     for position, entry in enumerate(raw):
         if not isinstance(entry, ParamEntry):
             raise AdapterError(f"the {adapter.name} adapter yielded {type(entry).__name__}, not a ParamEntry")
-        if not isinstance(entry.name, str) or not entry.name:
+        name = entry.name
+        if not name or not isinstance(name, str):
             raise InvalidParameterError(
                 f"parameter #{position} (shape {list(entry.shape)}) has no name: give every parameter a "
                 "unique name so reports and snapshots can refer to it"
             )
-        known = by_obj.get(id(entry.obj))
+        key = id(entry.obj)
+        known = by_obj.get(key)
         if known is not None:
-            if entry.name != known.name and entry.name not in known.aliases:
-                known.aliases.append(entry.name)
+            if name != known.entry.name and name not in known.aliases:
+                known.aliases.append(name)
             continue
-        if entry.name in names and entry.name not in duplicates:
-            duplicates.append(entry.name)
-        names.add(entry.name)
-        by_obj[id(entry.obj)] = Tensor(entry)
-        tensors.append(by_obj[id(entry.obj)])
+        if name in names and name not in duplicates:
+            duplicates.append(name)
+        names.add(name)
+        by_obj[key] = tensor = Tensor(entry)
+        tensors.append(tensor)
     if not tensors:
         raise EmptyModelError(
             "model has no parameters: check that you passed the model itself (not an already-read "
@@ -115,27 +118,49 @@ def place(
 
 
 def _storage_conflicts(tensors: Sequence[Tensor]) -> list[list[Tensor]]:
-    """Clusters of distinct tensors whose bytes overlap and whose flags disagree."""
-    by_owner: dict[object, list[Tensor]] = {}
-    for t in tensors:
+    """Clusters of distinct tensors whose bytes overlap and whose flags disagree.
+
+    Sorted by start, a span overlaps the cluster before it when it starts below
+    the furthest stop so far; NumPy finds those few places, Python walks them.
+    """
+    import numpy as np
+
+    by_owner: dict[object, list[int]] = {}
+    for position, t in enumerate(tensors):
         span = t.entry.storage
         if span is not None and span.stop > span.start:
-            by_owner.setdefault(span.owner, []).append(t)
+            by_owner.setdefault(span.owner, []).append(position)
     conflicts = []
-    for members in by_owner.values():
-        members.sort(key=lambda t: t.entry.storage.start if t.entry.storage else 0)
-        cluster: list[Tensor] = []
-        reach = -1
-        for member in [*members, None]:
-            span = member.entry.storage if member is not None else None
-            if span is None or span.start >= reach:
-                if len({c.entry.requires_grad for c in cluster}) > 1:
-                    conflicts.append(cluster)
-                cluster, reach = [], -1
-            if member is not None and span is not None:
-                cluster.append(member)
-                reach = max(reach, span.stop)
+    for positions in by_owner.values():
+        if len(positions) < 2:
+            continue
+        spans = [span for p in positions if (span := tensors[p].entry.storage) is not None]
+        kind: Any = object if _wide(spans) else np.int64
+        starts = np.array([s.start for s in spans], dtype=kind)
+        stops = np.array([s.stop for s in spans], dtype=kind)
+        order = np.argsort(starts, kind="stable")
+        starts, stops = starts[order], stops[order]
+        reach = np.maximum.accumulate(stops)
+        joins = np.flatnonzero(starts[1:] < reach[:-1]) + 1  # sorted slot k overlaps slots before it
+        if not len(joins):
+            continue
+        clusters: list[list[int]] = []
+        previous = -2
+        for k in joins.tolist():
+            if k != previous + 1:
+                clusters.append([k - 1])
+            clusters[-1].append(k)
+            previous = k
+        for slots in clusters:
+            members = [tensors[positions[order[k]]] for k in slots]
+            if len({m.entry.requires_grad for m in members}) > 1:
+                conflicts.append(members)
     return conflicts
+
+
+def _wide(spans: Sequence[StorageSpan]) -> bool:
+    # Offsets past int64 (not seen in practice) fall back to Python ints.
+    return any(s.stop >= 1 << 63 or s.start < -(1 << 63) for s in spans)
 
 
 def _names(t: Tensor) -> str:
@@ -193,12 +218,13 @@ def build_audit(adapter: ParamGate, model: object, optimizer: object | None) -> 
     findings += _train_mode_findings(tensors)
 
     records = tuple(_record(t, placements.get(id(t.entry.obj))) for t in tensors)
-    order = {t.name: i for i, t in enumerate(tensors)}
-    findings.sort(key=lambda f: (f.code, order.get(f.name or "", -1)))
+    if len(findings) > 1:
+        order = {t.name: i for i, t in enumerate(tensors)}
+        findings.sort(key=lambda f: (f.code, order.get(f.name or "", -1)))
     return AuditReport(
         framework=adapter.name,
         params=records,
-        groups=None if groups is None else tuple(_group_record(g, tensors) for g in groups),
+        groups=None if groups is None else _group_records(groups, tensors),
         optimizer=None if optimizer is None else _type_name(optimizer),
         findings=tuple(findings),
         totals=_totals(records),
@@ -215,6 +241,12 @@ def _train_mode_findings(tensors: Sequence[Tensor]) -> list[Finding]:
     A layer is the statistics' name scope; a layer without weights of its own
     (``affine=False``) takes its flags from the nearest enclosing scope that has some.
     """
+    layers: dict[str, list[str]] = {}
+    for t in tensors:
+        if t.entry.updating and t.entry.role == "state":
+            layers.setdefault(_scope(t.name), []).append(t.name.replace("/", ".").rpartition(".")[2])
+    if not layers:
+        return []
     flags: dict[str, list[bool]] = {}
     for t in tensors:
         if t.entry.kind == "parameter" and t.entry.role != "state":
@@ -225,10 +257,6 @@ def _train_mode_findings(tensors: Sequence[Tensor]) -> list[Finding]:
                     if not scope:
                         break
                     scope = _scope(scope)
-    layers: dict[str, list[str]] = {}
-    for t in tensors:
-        if t.entry.role == "state" and t.entry.updating:
-            layers.setdefault(_scope(t.name), []).append(t.name.replace("/", ".").rpartition(".")[2])
     findings = []
     for layer, stats in layers.items():
         scope = layer
@@ -256,18 +284,19 @@ def _train_mode_findings(tensors: Sequence[Tensor]) -> list[Finding]:
 
 
 def _record(t: Tensor, placement: _Placement | None) -> ParamRecord:
+    e = t.entry
     return ParamRecord(
-        name=t.name,
-        shape=t.entry.shape,
-        dtype=t.entry.dtype,
-        numel=t.entry.numel,
-        trainable=t.entry.requires_grad,
-        role=t.entry.role,
-        kind=t.entry.kind,
-        in_optimizer=placement is not None,
-        group=placement.groups[0] if placement is not None else None,
-        aliases=tuple(t.aliases),
-        note=t.entry.note,
+        e.name,
+        e.shape,
+        e.dtype,
+        e.numel,
+        e.requires_grad,
+        e.role,
+        e.kind,
+        placement is not None,
+        placement.groups[0] if placement is not None else None,
+        tuple(t.aliases) if t.aliases else (),
+        e.note,
     )
 
 
@@ -277,27 +306,30 @@ def _type_name(obj: object) -> str:
     return type(obj).__qualname__
 
 
-def _group_record(group: GroupEntry, tensors: Sequence[Tensor]) -> GroupRecord:
+def _group_records(groups: Sequence[GroupEntry], tensors: Sequence[Tensor]) -> tuple[GroupRecord, ...]:
     names = {id(t.entry.obj): t.name for t in tensors}
-    return GroupRecord(
-        index=group.index,
-        params=tuple(names.get(id(m.obj), f"<not in model: {m.label or '?'}>") for m in group.members),
-        lr=group.lr,
-        momentum=group.momentum,
-        weight_decay=group.weight_decay,
-        options=dict(group.options),
+    return tuple(
+        GroupRecord(
+            index=group.index,
+            params=tuple(names.get(id(m.obj), f"<not in model: {m.label or '?'}>") for m in group.members),
+            lr=group.lr,
+            momentum=group.momentum,
+            weight_decay=group.weight_decay,
+            options=dict(group.options),
+        )
+        for group in groups
     )
 
 
 def _totals(records: Sequence[ParamRecord]) -> Totals:
-    def total(role: str) -> int:
-        return sum(r.numel for r in records if r.role == role)
-
+    by_role = {"trainable": 0, "frozen": 0, "state": 0}
+    parameters = 0
+    for r in records:
+        by_role[r.role] += r.numel
+        if r.kind == "parameter":
+            parameters += r.numel
     return Totals(
-        trainable=total("trainable"),
-        frozen=total("frozen"),
-        state=total("state"),
-        parameters=sum(r.numel for r in records if r.kind == "parameter"),
+        trainable=by_role["trainable"], frozen=by_role["frozen"], state=by_role["state"], parameters=parameters
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 __all__ = [
     "STATISTIC_NAMES",
@@ -59,13 +59,14 @@ parameters; adapters use this set so that every backend sorts them into the
 """
 
 
-@dataclass(frozen=True)
-class StorageSpan:
+class StorageSpan(NamedTuple):
     """The bytes a tensor occupies inside the memory block that owns them.
 
     Two parameters whose spans overlap in the same ``owner`` share storage (tied
     weights).  ``owner`` is any hashable that identifies the block for the length
-    of one audit, e.g. the address of the base allocation.
+    of one audit, e.g. the address of the base allocation (or, with absolute
+    addresses for ``start`` and ``stop``, the device).  A named tuple: one is
+    built per tensor per audit, so it must be cheap.
     """
 
     owner: Hashable
@@ -77,7 +78,7 @@ class StorageSpan:
         return self.owner == other.owner and self.start < other.stop and other.start < self.stop
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(slots=True, eq=False)
 class ParamEntry:
     """One named tensor of a model, as an adapter reports it.
 
@@ -89,7 +90,12 @@ class ParamEntry:
     ``updating`` is for statistics: True when the framework will change the
     tensor outside the optimizer at the next training step (a normalization layer
     in train mode updating its running statistics), False when it will not, None
-    when the adapter cannot tell.
+    when the adapter cannot tell.  ``nbytes`` is the size of the tensor's data
+    (None when unknown): it decides which tensors are worth a thread of their own
+    when fingerprinting, and when a progress bar is shown.
+
+    Records are built once per tensor per call, so they are plain slotted classes
+    (treat them as read-only).
     """
 
     name: str
@@ -103,6 +109,7 @@ class ParamEntry:
     storage: StorageSpan | None = None
     note: str | None = None
     updating: bool | None = None
+    nbytes: int | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -130,9 +137,9 @@ class GroupEntry:
     options: Mapping[str, JSONValue] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ParamRecord:
-    """One tensor of the model in an :class:`~paramgate.AuditReport` (plain data only)."""
+    """One tensor of the model in an :class:`~paramgate.AuditReport` (plain data only; read-only by convention)."""
 
     name: str
     shape: tuple[int, ...]
@@ -186,17 +193,20 @@ class GroupRecord:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Fingerprint:
     """What a snapshot keeps of one tensor: a digest of its raw bytes, not the bytes.
 
-    Two fingerprints are equal exactly when the shape, dtype and every byte are
-    equal (up to the digest's collision probability, 2**-128), so NaN payloads,
-    -0.0 and bfloat16 bit patterns count like any other bits.
+    Two fingerprints made by the same ``algorithm`` are equal exactly when every
+    byte is equal (up to the digest's collision probability), so NaN payloads,
+    -0.0 and bfloat16 bit patterns count like any other bits.  ``algorithm`` is
+    ``"xxh3-128"`` for host memory and ``"pgmix64x2"`` for tensors hashed on an
+    accelerator (see :mod:`paramgate.fingerprint`).
     """
 
     digest: bytes
     nbytes: int
+    algorithm: str = "xxh3-128"
 
 
 def classify(name: str, requires_grad: bool, *, statistic: bool | None = None) -> Role:
