@@ -19,7 +19,16 @@ TORCH = "torch==2.13.0"  # the CPU wheel this machine has on disk; any other pin
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff (lint and format) on everything, strict mypy on paramgate/ and the adapters (with torch's types)."""
-    session.install("ruff>=0.6", "mypy>=1.10", "numpy>=2", "pluggy>=1.3", "typing-extensions>=4.6", "pytest>=8", TORCH)
+    session.install(
+        "ruff>=0.6",
+        "mypy>=1.10",
+        "numpy>=2",
+        "pluggy>=1.3",
+        "typing-extensions>=4.6",
+        "xxhash>=3.4",
+        "pytest>=8",
+        TORCH,
+    )
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy")
@@ -44,3 +53,10 @@ def torch(session: nox.Session) -> None:
     """The core and the PyTorch backend on torch's CPU build: real models, real optimizer steps."""
     session.install(".[test]", TORCH)
     session.run("pytest", *CORE_TESTS, *session.posargs, env={"PARAMGATE_REQUIRE_BACKENDS": "torch"})
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """The fingerprint benchmark (docs/benchmarks.md): not a test, run on demand with ``nox -s bench``."""
+    session.install(".", TORCH)
+    session.run("python", "benchmarks/bench.py", *session.posargs)

@@ -52,25 +52,44 @@ def audit(
 
 
 def snapshot(
-    model: object, optimizer: object | None = None, *, plugins: ParamGatePluginManager | None = None
+    model: object,
+    optimizer: object | None = None,
+    *,
+    threads: int | None = None,
+    plugins: ParamGatePluginManager | None = None,
 ) -> Snapshot:
     """Fingerprint every tensor of ``model`` now; ``.verify(model)`` compares later.
 
     The snapshot holds digests, not copies, and no reference to any tensor.  The
     optimizer, if given, only tells which group each tensor was in, for messages.
+    ``threads`` caps the worker threads that hash big tensors (default: one per
+    core, up to 8; 1 hashes on the calling thread only).
     """
     pm = _manager(plugins)
-    return Snapshot.take(pm.adapter_for(model, optimizer), model, optimizer, pm)
+    return Snapshot.take(pm.adapter_for(model, optimizer), model, optimizer, pm, threads)
 
 
-def guard(model: object, optimizer: object | None = None, *, plugins: ParamGatePluginManager | None = None) -> Guard:
+def guard(
+    model: object,
+    optimizer: object | None = None,
+    *,
+    every: int | None = None,
+    rolling: int | None = None,
+    threads: int | None = None,
+    plugins: ParamGatePluginManager | None = None,
+) -> Guard:
     """A context manager: snapshot on entry, verify on exit.
 
     Raises :class:`~paramgate.FrozenParameterChanged`, naming every changed
     parameter, when a frozen parameter's bits changed inside the block::
 
-        with paramgate.guard(model, optimizer):
+        with paramgate.guard(model, optimizer, every=100) as gate:
             for batch in loader:
                 train_step(batch)
+                gate.step()  # checks every frozen tensor every 100 steps
+
+    ``every=N`` checks all frozen tensors at every N-th ``gate.step()``;
+    ``rolling=K`` checks a K-th of them (by bytes) at every step, each one at
+    least once every K steps.  Either way the full check still runs on exit.
     """
-    return Guard(model, optimizer, _manager(plugins))
+    return Guard(model, optimizer, _manager(plugins), every=every, rolling=rolling, threads=threads)

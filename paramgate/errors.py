@@ -17,6 +17,8 @@ __all__ = [
     "EmptyModelError",
     "FactoryError",
     "FrozenParameterChanged",
+    "GuardStateError",
+    "InvalidArgumentError",
     "InvalidParameterError",
     "OneShotIteratorError",
     "ParamGateError",
@@ -54,6 +56,14 @@ class OneShotIteratorError(ParamGateError, TypeError):
 
 class InvalidParameterError(ParamGateError, ValueError):
     """A parameter of the model is malformed (no name, no data, duplicate name...)."""
+
+
+class InvalidArgumentError(ParamGateError, ValueError):
+    """An argument of a paramgate call is out of range (``every=0``, ``threads=-1``...)."""
+
+
+class GuardStateError(ParamGateError, RuntimeError):
+    """A guard was used out of order: entered twice, or stepped outside its ``with`` block."""
 
 
 class AdapterError(ParamGateError):

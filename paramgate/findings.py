@@ -42,6 +42,7 @@ CODES: dict[str, CodeInfo] = {
         CodeInfo("PG103", "statistics changed", "统计量（如滑动均值/方差）发生了变化"),
         CodeInfo("PG104", "parameter added or removed since the snapshot", "快照之后参数被增加或删除"),
         CodeInfo("PG105", "shape or dtype changed since the snapshot", "快照之后形状或数据类型发生了变化"),
+        CodeInfo("PG106", "moved between host and device: bits not compared", "在主机与设备之间移动过：未比较比特"),
     )
 }
 """Every finding code paramgate emits, with its one-line title."""

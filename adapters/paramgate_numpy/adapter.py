@@ -83,6 +83,7 @@ class NumpyAdapter:
                 requires_grad=requires_grad,
                 role=classify(name, requires_grad, statistic=statistic),
                 storage=self._span(data),
+                nbytes=int(data.nbytes),
             )
 
     @staticmethod

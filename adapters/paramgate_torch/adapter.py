@@ -134,6 +134,9 @@ class TorchAdapter:
 
     name = "torch"
     distribution = "torch"
+    host_devices: frozenset[str] = frozenset({"cpu"})
+    """Device types hashed with ``xxh3-128`` through a zero-copy host view; all others are hashed where
+    they live (``pgmix64x2``).  Empty it to run the device path on CPU tensors (the tests do)."""
 
     def owns_model(self, model: object) -> bool:
         torch = _torch()
@@ -248,6 +251,16 @@ class TorchAdapter:
         torch = _torch()
         t = entry.obj
         assert isinstance(t, torch.Tensor)
+        if (
+            type(t) in (torch.Tensor, torch.nn.Parameter)
+            and t.is_cpu
+            and "cpu" in self.host_devices
+            and t.layout is torch.strided
+            and t.is_contiguous()
+            and not (t.is_conj() or t.is_neg() or t.is_quantized)
+        ):
+            # The common case, kept short: a plain dense CPU tensor, hashed through a zero-copy byte view.
+            return fingerprint_buffer(t.detach().view(-1).view(torch.uint8).numpy())
         if _is_uninitialized(t):
             return fingerprint_buffer(b"")  # no data yet: its shape and dtype will differ once it has some
         if t.device.type == "meta":
@@ -260,7 +273,7 @@ class TorchAdapter:
                 f"{entry.name!r} has layout {t.layout}{' (quantized)' if t.is_quantized else ''}; paramgate "
                 "fingerprints dense tensors only: convert it with .to_dense() / .dequantize() before auditing"
             )
-        if t.device.type != "cpu":
+        if t.device.type not in self.host_devices:
             return device_fingerprint(t)  # hashed where it lives: nothing is copied to the host
         data = t.detach()
         if data.is_conj() or data.is_neg():
