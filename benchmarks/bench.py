@@ -15,6 +15,8 @@ times are printed for context only.  Results go to stdout (Markdown) and to
    against a bare ``named_parameters()`` loop that counts like PEFT.
 4. The guard on small real training loops (torch and NumPy): the share of the
    loop's time spent in ``gate.step()`` with ``every=N`` and ``rolling=K``.
+5. The device digest (``pgmix64x2`` with torch ops), eager and compiled, run on the
+   CPU for reference; on a GPU run ``benchmarks/device_bench.py --device cuda``.
 """
 
 from __future__ import annotations
@@ -345,7 +347,9 @@ def paramgate_numpy_momentum(model: list[dict[str, Any]]) -> object:
 
 
 def markdown(report: dict[str, Any]) -> str:
-    m, t1, t2, t3, t4 = (report[k] for k in ("machine", "target_1", "target_2", "target_3", "target_4"))
+    m, t1, t2, t3, t4, d = (
+        report[k] for k in ("machine", "target_1", "target_2", "target_3", "target_4", "device_path_on_cpu")
+    )
     lines = [
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; Python {m['python']}, "
         f"torch {m['torch']}, NumPy {m['numpy']}, paramgate {m['paramgate']}.",
@@ -370,6 +374,11 @@ def markdown(report: dict[str, Any]) -> str:
         f"| 4. NumPy loop, every={t4['numpy']['every']} | {t4['numpy']['every_share_pct']:.3f}% "
         f"(step {t4['numpy']['step_ms']} ms, full check {t4['numpy']['full_check_ms']} ms) | < 1% |",
         f"| 4. NumPy loop, rolling={t4['numpy']['rolling']} | {t4['numpy']['rolling_share_pct']:.3f}% | < 1% |",
+        f"| device digest on the CPU (reference), eager | {d['eager_ratio']:.4f}x the read speed "
+        f"({d['eager_gbps']} vs {d['read_gbps']} GB/s) | - |",
+        f"| device digest on the CPU (reference), compiled | {d['compiled_ratio']:.3f}x the read speed "
+        f"({d['compiled_gbps']} GB/s; first compile {d['first_compile_s']} s) | - |",
+        f"| device digest on a GPU | {report['device_path_on_gpu']} | - |",
     ]
     return "\n".join(lines)
 
@@ -377,12 +386,12 @@ def markdown(report: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--peak", choices=["paramgate", "peer"], help=argparse.SUPPRESS)
-    parser.add_argument("--only", nargs="*", type=int, choices=[1, 2, 3, 4], help="run only these targets")
+    parser.add_argument("--only", nargs="*", type=int, choices=[1, 2, 3, 4, 5], help="run only these targets")
     args = parser.parse_args()
     if args.peak:
         peak_child(args.peak)
         return
-    only = set(args.only or [1, 2, 3, 4])
+    only = set(args.only or [1, 2, 3, 4, 5])
     report: dict[str, Any] = {"machine": machine(), "command": "python3 -m nox -s bench"}
     if 1 in only:
         model = big_model()
@@ -394,8 +403,17 @@ def main() -> None:
         target_3(report)
     if 4 in only:
         target_4(report)
+    if 5 in only:
+        import warnings
+
+        from device_bench import measure
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # from inside torch.compile's stack
+            report["device_path_on_cpu"] = measure("cpu", 256)
+        report["device_path_on_gpu"] = "pending: no GPU was available; run benchmarks/device_bench.py --device cuda"
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
-    if only == {1, 2, 3, 4}:
+    if only == {1, 2, 3, 4, 5}:
         print(markdown(report))
     else:
         print(json.dumps(report, indent=2))

@@ -67,7 +67,7 @@ def collect(adapter: ParamGate, model: object) -> tuple[list[Tensor], list[str]]
     tensors: list[Tensor] = []
     duplicates: list[str] = []
     for position, entry in enumerate(raw):
-        if not isinstance(entry, ParamEntry):
+        if type(entry) is not ParamEntry and not isinstance(entry, ParamEntry):
             raise AdapterError(f"the {adapter.name} adapter yielded {type(entry).__name__}, not a ParamEntry")
         name = entry.name
         if not name or not isinstance(name, str):

@@ -158,6 +158,7 @@ class TorchAdapter:
         assert isinstance(model, torch.nn.Module)
         norm_base = torch.nn.modules.batchnorm._NormBase
         plain = (torch.Tensor, torch.nn.Parameter)
+        strided = torch.strided
         names = _DTYPE_NAMES
         entry = self._entry
         # Each module's own _parameters and _buffers dicts, as named_parameters(remove_duplicate=False)
@@ -168,7 +169,7 @@ class TorchAdapter:
             for name, p in module._parameters.items():
                 if p is None:
                     continue
-                if type(p) in plain and not p.is_meta and p.is_contiguous() and p.layout is torch.strided:
+                if type(p) in plain and p.layout is strided and not p.is_meta and p.is_contiguous():
                     requires_grad = p.requires_grad
                     size = p.nbytes
                     start = p.data_ptr()

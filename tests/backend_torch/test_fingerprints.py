@@ -157,3 +157,14 @@ def test_guard_every_and_rolling_on_a_torch_loop(on_device):
                     model.backbone[1].weight.mul_(0.5)
             gate.step()
     assert gate.steps == 4 and info.value.report.changed == ["backbone.1.weight"] and gate.report is None
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # raised inside torch's own compile stack
+def test_compiled_device_path_gives_the_same_digest(monkeypatch):
+    # torch.compile fuses each chunk into one kernel (on the CPU here, through the C++ backend).
+    monkeypatch.setattr(hashing, "CHUNK_WORDS", 256)  # several chunks of two lengths: dynamic shapes
+    tensors = [torch.randn(1000), torch.arange(7, dtype=torch.int8), torch.randn(9, 3).t().to(torch.bfloat16)]
+    for t in tensors:
+        assert device_fingerprint(t, compiled=True) == device_fingerprint(t) == pgmix_reference(raw(t))
+    monkeypatch.setenv("PARAMGATE_TORCH_COMPILE", "1")
+    assert device_fingerprint(tensors[0]) == pgmix_reference(raw(tensors[0]))
