@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import xxhash
 from torch import nn
 
 import paramgate
@@ -104,6 +105,10 @@ def target_1(model: nn.Module, report: dict[str, Any], rounds: int = 7) -> None:
         for a in arrays:
             a.sum()
 
+    def xxh3_1() -> None:  # the hashing library alone, no gate around it: the ceiling for target 1
+        for a in arrays:
+            xxhash.xxh3_128_digest(a)
+
     def snap_verify(threads: int) -> Callable[[], None]:
         def run() -> None:
             result = paramgate.snapshot(model, threads=threads).verify(model)
@@ -117,13 +122,14 @@ def target_1(model: nn.Module, report: dict[str, Any], rounds: int = 7) -> None:
         def read_2() -> None:
             list(pool.map(lambda part: [a.sum() for a in part], halves))
 
-        for fn in (read_1, read_2, snap_verify(1), snap_verify(2)):
+        for fn in (read_1, read_2, xxh3_1, snap_verify(1), snap_verify(2)):
             fn()  # warm up
         for _ in range(rounds):
             r1, r2 = read_bytes / best(read_1, 3), read_bytes / best(read_2, 3)
             # Snapshot and verify each read every byte once: 2 x nbytes are hashed per run.
             h1, h2 = 2 * nbytes / best(snap_verify(1), 3), 2 * nbytes / best(snap_verify(2), 3)
-            rows.append((r1, r2, h1, h2))
+            x1 = read_bytes / best(xxh3_1, 3)
+            rows.append((r1, r2, h1, h2, x1))
 
     def median(column: int) -> float:
         return statistics.median(row[column] for row in rows)
@@ -136,15 +142,17 @@ def target_1(model: nn.Module, report: dict[str, Any], rounds: int = 7) -> None:
         "read_2_threads_gbps": round(median(1) / 1e9, 1),
         "hash_1_thread_gbps": round(median(2) / 1e9, 1),
         "hash_2_threads_gbps": round(median(3) / 1e9, 1),
-        "ratio_1_thread": round(statistics.median(h1 / r1 for r1, _, h1, _ in rows), 3),
-        "ratio_2_threads": round(statistics.median(h2 / r2 for _, r2, _, h2 in rows), 3),
+        "xxh3_alone_1_thread_gbps": round(median(4) / 1e9, 1),
+        "xxh3_alone_ratio_1_thread": round(statistics.median(row[4] / row[0] for row in rows), 3),
+        "ratio_1_thread": round(statistics.median(h1 / r1 for r1, _, h1, _, _ in rows), 3),
+        "ratio_2_threads": round(statistics.median(h2 / r2 for _, r2, _, h2, _ in rows), 3),
         "ratio_1_thread_range": [
-            round(min(h1 / r1 for r1, _, h1, _ in rows), 3),
-            round(max(h1 / r1 for r1, _, h1, _ in rows), 3),
+            round(min(h1 / r1 for r1, _, h1, _, _ in rows), 3),
+            round(max(h1 / r1 for r1, _, h1, _, _ in rows), 3),
         ],
         "ratio_2_threads_range": [
-            round(min(h2 / r2 for _, r2, _, h2 in rows), 3),
-            round(max(h2 / r2 for _, r2, _, h2 in rows), 3),
+            round(min(h2 / r2 for _, r2, _, h2, _ in rows), 3),
+            round(max(h2 / r2 for _, r2, _, h2, _ in rows), 3),
         ],
     }
 
@@ -186,7 +194,7 @@ def target_2(report: dict[str, Any]) -> None:
         "paramgate_s": round(ours, 3),
         "clone_equal_s": round(peer, 3),
         "speedup": round(peer / ours, 2),
-        "paramgate_extra_peak_mib": round(max(r["extra_peak_bytes"] for r in runs["paramgate"]) / 2**20, 2),
+        "paramgate_extra_peak_kib": round(max(r["extra_peak_bytes"] for r in runs["paramgate"]) / 1024, 1),
         "clone_equal_extra_peak_mib": round(max(r["extra_peak_bytes"] for r in runs["peer"]) / 2**20, 1),
         "paramgate_snapshot_kib": round(runs["paramgate"][0]["kept_bytes"] / 1024, 1),
         "model_mib": MODEL_BYTES // 2**20,
@@ -358,22 +366,24 @@ def markdown(report: dict[str, Any]) -> str:
         "|---|---|---|",
         f"| 1. snapshot + verify, {t1['model_gib']} GiB in {t1['tensors']} tensors, 1 thread | "
         f"{t1['ratio_1_thread']:.2f}x the 1-thread read speed ({t1['hash_1_thread_gbps']} vs "
-        f"{t1['read_1_thread_gbps']} GB/s) | >= 0.9x |",
+        f"{t1['read_1_thread_gbps']} GB/s; range {t1['ratio_1_thread_range'][0]}-{t1['ratio_1_thread_range'][1]} "
+        f"over {t1['rounds']} rounds; XXH3 alone: {t1['xxh3_alone_ratio_1_thread']:.2f}x) | >= 0.9x |",
         f"| 1. same, 2 threads | {t1['ratio_2_threads']:.2f}x the 2-thread read speed "
-        f"({t1['hash_2_threads_gbps']} vs {t1['read_2_threads_gbps']} GB/s) | >= 0.75x |",
+        f"({t1['hash_2_threads_gbps']} vs {t1['read_2_threads_gbps']} GB/s; range {t1['ratio_2_threads_range'][0]}-"
+        f"{t1['ratio_2_threads_range'][1]}) | >= 0.75x |",
         f"| 2. end to end against clone + torch.equal | {t2['speedup']:.1f}x faster ({t2['paramgate_s']} s vs "
         f"{t2['clone_equal_s']} s) | >= 5x |",
-        f"| 2. peak extra memory | paramgate {t2['paramgate_extra_peak_mib']} MiB (snapshot object "
+        f"| 2. peak extra memory (RSS) | paramgate {t2['paramgate_extra_peak_kib']} KiB (snapshot object "
         f"{t2['paramgate_snapshot_kib']} KiB); clone + equal {t2['clone_equal_extra_peak_mib']} MiB for a "
         f"{t2['model_mib']} MiB model | < 1 MiB |",
         f"| 3. audit of {t3['tensors']:,d} tensors | {t3['ratio']:.2f}x a bare PEFT-style loop "
         f"({t3['audit_ms']} vs {t3['peft_loop_ms']} ms) | <= 4x (aim 2x) |",
         f"| 4. torch loop, every={t4['torch']['every']} | {t4['torch']['every_share_pct']:.3f}% of the step time "
         f"(step {t4['torch']['step_ms']} ms, full check {t4['torch']['full_check_ms']} ms) | < 1% |",
-        f"| 4. torch loop, rolling={t4['torch']['rolling']} | {t4['torch']['rolling_share_pct']:.3f}% | < 1% |",
+        f"| 4. torch loop, rolling={t4['torch']['rolling']} | {t4['torch']['rolling_share_pct']:.3f}% | - |",
         f"| 4. NumPy loop, every={t4['numpy']['every']} | {t4['numpy']['every_share_pct']:.3f}% "
         f"(step {t4['numpy']['step_ms']} ms, full check {t4['numpy']['full_check_ms']} ms) | < 1% |",
-        f"| 4. NumPy loop, rolling={t4['numpy']['rolling']} | {t4['numpy']['rolling_share_pct']:.3f}% | < 1% |",
+        f"| 4. NumPy loop, rolling={t4['numpy']['rolling']} | {t4['numpy']['rolling_share_pct']:.3f}% | - |",
         f"| device digest on the CPU (reference), eager | {d['eager_ratio']:.4f}x the read speed "
         f"({d['eager_gbps']} vs {d['read_gbps']} GB/s) | - |",
         f"| device digest on the CPU (reference), compiled | {d['compiled_ratio']:.3f}x the read speed "
