@@ -67,8 +67,12 @@ class ParamGate(Protocol):
     def fingerprint(self, entry: ParamEntry) -> Fingerprint:
         """A digest of the raw bytes of ``entry.obj``, computed where it lives.
 
-        Must not keep any reference to the tensor, and must not change it, its
-        flags, or any random state.
+        Host memory: ``xxh3-128`` through :func:`~paramgate.fingerprint.fingerprint_buffer`
+        over a zero-copy byte view.  Accelerator memory: ``pgmix64x2`` computed on
+        the device (never copied to the host), matching
+        :func:`~paramgate.fingerprint.pgmix_reference` bit for bit.  Must not keep
+        any reference to the tensor, and must not change it, its flags, or any
+        random state.  May be called from worker threads.
         """
         ...
 

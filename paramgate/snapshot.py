@@ -85,17 +85,20 @@ class _Progress:
         self.stream.flush()
 
 
-def fingerprint_tensors(adapter: ParamGate, tensors: Sequence[Tensor], threads: int | None = None) -> list[Fingerprint]:
+def fingerprint_tensors(
+    adapter: ParamGate, tensors: Sequence[Tensor], threads: int | None = None, *, show_progress: bool = True
+) -> list[Fingerprint]:
     """Fingerprint ``tensors`` in order; big ones on worker threads, one huge one in parallel chunks.
 
     Only tensors of at least :data:`THREAD_MIN_BYTES` go to threads (a hand-off
     costs about 15 us); a tensor over :data:`~paramgate.fingerprint.CHUNK_BYTES`
     is hashed by this thread, its chunks spread over the pool.  The digests do not
-    depend on the number of threads.
+    depend on the number of threads.  ``show_progress`` allows the progress bar
+    (shown only for big models on an interactive terminal).
     """
     workers = check_threads(threads)
     sizes = [t.entry.nbytes or 0 for t in tensors]
-    progress = _Progress.start(sum(sizes))
+    progress = _Progress.start(sum(sizes)) if show_progress else None
     out: list[Fingerprint | None] = [None] * len(tensors)
     pooled = [i for i, n in enumerate(sizes) if THREAD_MIN_BYTES <= n <= CHUNK_BYTES]
     huge = any(n > CHUNK_BYTES for n in sizes)
@@ -127,7 +130,9 @@ def fingerprint_tensors(adapter: ParamGate, tensors: Sequence[Tensor], threads: 
     finally:
         if progress:
             progress.close()
-    return [fp for fp in out if fp is not None]
+    done = [fp for fp in out if fp is not None]
+    assert len(done) == len(tensors)
+    return done
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,7 +274,8 @@ class Snapshot:
                 findings.append(resized)
             else:
                 pairs.append((p, found))
-        fingerprints = fingerprint_tensors(adapter, [t for _, t in pairs], self.threads)
+        # Checks between training steps stay quiet: a bar every N steps would garble the training's own output.
+        fingerprints = fingerprint_tensors(adapter, [t for _, t in pairs], self.threads, show_progress=full)
         for (p, t), fp in zip(pairs, fingerprints, strict=True):
             finding = _compare(p, t, fp)
             if finding is not None:

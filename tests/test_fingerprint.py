@@ -282,3 +282,15 @@ def test_guard_step_outside_the_block_is_a_state_error(seed_model):
         gate.step()
     with pytest.raises(paramgate.GuardStateError, match="only once"), gate:
         pass
+
+
+def test_checks_between_steps_show_no_progress_bar(monkeypatch, seed_model):
+    stream = _Terminal()
+    monkeypatch.setattr("sys.stderr", stream)
+    monkeypatch.setattr(snapshot_module, "PROGRESS_MIN_BYTES", 1)
+    with paramgate.guard(seed_model, every=1) as gate:
+        stream.truncate(0)
+        stream.seek(0)
+        gate.step()
+        assert stream.getvalue() == ""
+    assert "100%" in stream.getvalue()  # the full verify on exit shows it
