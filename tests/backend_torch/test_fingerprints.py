@@ -168,3 +168,25 @@ def test_compiled_device_path_gives_the_same_digest(monkeypatch):
         assert device_fingerprint(t, compiled=True) == device_fingerprint(t) == pgmix_reference(raw(t))
     monkeypatch.setenv("PARAMGATE_TORCH_COMPILE", "1")
     assert device_fingerprint(tensors[0]) == pgmix_reference(raw(tensors[0]))
+
+
+def test_threaded_fingerprints_equal_single_threaded_and_keep_nothing():
+    import gc
+    import weakref
+
+    model = nn.Module()
+    model.big = nn.ParameterList(
+        nn.Parameter(torch.full((3 << 20,), float(i)), requires_grad=False) for i in range(8)
+    )  # 8 x 12 MiB: enough work for the pool
+    model.head = nn.Linear(4, 2)
+    rng = torch.get_rng_state()
+    one = paramgate.snapshot(model, threads=1)
+    two = paramgate.snapshot(model, threads=2)
+    assert [p.fingerprint for p in one.prints] == [p.fingerprint for p in two.prints]
+    flip_bit(model.big[5], 7 << 20, 1)
+    assert two.verify(model).changed == ["big.5"]
+    assert torch.equal(torch.get_rng_state(), rng)
+    ref = weakref.ref(model)
+    del model
+    gc.collect()
+    assert ref() is None
