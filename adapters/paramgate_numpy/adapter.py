@@ -43,6 +43,17 @@ def _byte_bounds(a: Any) -> tuple[int, int]:
     return int(low), int(high)
 
 
+_DTYPE_NAMES: dict[Any, str] = {}
+
+
+def _dtype_name(dtype: Any) -> str:
+    # str(dtype) costs microseconds; a model has a handful of dtypes and many parameters.
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:
+        name = _DTYPE_NAMES[dtype] = str(dtype)
+    return name
+
+
 def _root(a: Any) -> object:
     while getattr(a, "base", None) is not None:
         a = a.base
@@ -77,8 +88,8 @@ class NumpyAdapter:
             yield ParamEntry(
                 name=name,
                 obj=p,
-                shape=tuple(int(n) for n in data.shape),
-                dtype=str(data.dtype),
+                shape=data.shape,  # a tuple of Python ints already
+                dtype=_dtype_name(data.dtype),
                 numel=int(data.size),
                 requires_grad=requires_grad,
                 role=classify(name, requires_grad, statistic=statistic),
