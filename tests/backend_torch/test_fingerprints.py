@@ -190,3 +190,16 @@ def test_threaded_fingerprints_equal_single_threaded_and_keep_nothing():
     del model
     gc.collect()
     assert ref() is None
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_host_path_catches_every_single_bit_flip_in_a_frozen_parameter(dtype):
+    model = nn.Module()
+    model.w = nn.Parameter(_tensor(dtype, 3), requires_grad=False)
+    model.head = nn.Linear(2, 1)
+    snap = paramgate.snapshot(model)
+    for byte, bit in itertools.product(range(model.w.nbytes), range(8)):
+        flip_bit(model.w, byte, bit)
+        assert snap.verify(model).changed == ["w"], (byte, bit)
+        flip_bit(model.w, byte, bit)
+    assert snap.verify(model).changed == []
