@@ -314,10 +314,11 @@ def target_4(report: dict[str, Any]) -> None:
         torch_step()
     frozen = [p for p in model.parameters() if not p.requires_grad]
 
+    from paramgate_numpy import Momentum
     from paramgate_numpy.demo import build_model, train_step
 
     np_model = build_model()
-    np_opt = paramgate_numpy_momentum(np_model)
+    np_opt = Momentum(paramgate.trainable(np_model), learning_rate=0.01, momentum=0.9)
     report["target_4"] = {
         "torch": {
             "frozen_tensors": len(frozen),
@@ -344,12 +345,6 @@ def loop_figures(step: Callable[[], object], model: object, optimizer: object, c
         "rolling_share_pct": round(100 * measured_rolling["share"], 3),
         "steps": steps,
     }
-
-
-def paramgate_numpy_momentum(model: list[dict[str, Any]]) -> object:
-    from paramgate_numpy import Momentum
-
-    return Momentum(paramgate.trainable(model), learning_rate=0.01, momentum=0.9)
 
 
 def markdown(report: dict[str, Any]) -> str:

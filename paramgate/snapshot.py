@@ -115,8 +115,10 @@ def fingerprint_tensors(
                     futures: dict[Future[Fingerprint], int] = {
                         pool.submit(_fingerprint, adapter, tensors[i]): i for i in pooled
                     }
-                    inline = set(range(len(tensors))).difference(pooled)
-                    for i in sorted(inline):
+                    handed_off = set(pooled)
+                    for i in range(len(tensors)):
+                        if i in handed_off:
+                            continue
                         out[i] = _fingerprint(adapter, tensors[i])
                         if progress:
                             progress.add(sizes[i])

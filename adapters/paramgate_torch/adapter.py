@@ -77,8 +77,10 @@ def _is_uninitialized(t: Any) -> bool:
 
 
 def dtype_name(dtype: Any) -> str:
-    """``torch.bfloat16`` -> ``"bfloat16"``: the names NumPy and the reports use."""
-    name = _DTYPE_NAMES[dtype] = str(dtype).removeprefix("torch.")
+    """``torch.bfloat16`` -> ``"bfloat16"``: the names NumPy and the reports use (cached per dtype)."""
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:
+        name = _DTYPE_NAMES[dtype] = str(dtype).removeprefix("torch.")
     return name
 
 
@@ -159,7 +161,7 @@ class TorchAdapter:
         norm_base = torch.nn.modules.batchnorm._NormBase
         plain = (torch.Tensor, torch.nn.Parameter)
         strided = torch.strided
-        names = _DTYPE_NAMES
+        names = _DTYPE_NAMES  # dtype_name's cache, read inline on the fast path
         entry = self._entry
         # Each module's own _parameters and _buffers dicts, as named_parameters(remove_duplicate=False)
         # and named_buffers read them, without their per-member generator overhead; plain dense tensors
@@ -207,8 +209,8 @@ class TorchAdapter:
             role: Role = "trainable" if requires_grad else "frozen"
         else:
             role = "state"
-        dtype = _DTYPE_NAMES.get(t.dtype) or dtype_name(t.dtype)
-        if isinstance(t, torch.nn.parameter.UninitializedTensorMixin):
+        dtype = dtype_name(t.dtype)
+        if _is_uninitialized(t):
             return ParamEntry(
                 name,
                 t,
