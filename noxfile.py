@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import nox
 
-nox.options.sessions = ["lint", "numpy", "numpy1", "torch"]
+nox.options.sessions = ["lint", "numpy", "numpy1", "torch", "mindspore", "jax"]
 nox.options.reuse_existing_virtualenvs = True
 CORE_TESTS = ["tests"]
 TORCH = "torch==2.13.0"  # the CPU wheel this machine has on disk; any other pin pulls a CUDA build
+MINDSPORE = ["mindspore==2.10.0", "numpy<2"]  # MindSpore's CPU kernels fail at the first operator on NumPy 2
+JAX = ["jax==0.10.2", "jaxlib==0.10.2", "optax==0.2.8", "flax==0.12.8"]  # JAX needs numpy>=2
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff (lint and format) on everything, strict mypy on paramgate/ and the adapters (with torch's types)."""
+    """ruff (lint and format) on everything, strict mypy on paramgate/ and the adapters (torch's and JAX's types)."""
     session.install(
         "ruff>=0.6",
         "mypy>=1.10",
@@ -28,6 +30,7 @@ def lint(session: nox.Session) -> None:
         "xxhash>=3.4",
         "pytest>=8",
         TORCH,
+        *JAX,
     )
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
@@ -53,6 +56,20 @@ def torch(session: nox.Session) -> None:
     """The core and the PyTorch backend on torch's CPU build: real models, real optimizer steps."""
     session.install(".[test]", TORCH)
     session.run("pytest", *CORE_TESTS, *session.posargs, env={"PARAMGATE_REQUIRE_BACKENDS": "torch"})
+
+
+@nox.session
+def mindspore(session: nox.Session) -> None:
+    """The core and the MindSpore backend (PyNative and graph mode on CPU) on NumPy 1.x."""
+    session.install(".[test]", *MINDSPORE)
+    session.run("pytest", *CORE_TESTS, *session.posargs, env={"PARAMGATE_REQUIRE_BACKENDS": "mindspore"})
+
+
+@nox.session
+def jax(session: nox.Session) -> None:
+    """The core and the JAX backend (jax, optax, flax) on NumPy 2."""
+    session.install(".[test]", *JAX)
+    session.run("pytest", *CORE_TESTS, *session.posargs, env={"PARAMGATE_REQUIRE_BACKENDS": "jax"})
 
 
 @nox.session

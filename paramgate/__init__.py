@@ -18,6 +18,7 @@ the ``paramgate`` entry-point group.
 from paramgate.api import audit, guard, snapshot, trainable
 from paramgate.errors import (
     AdapterError,
+    AuditFailed,
     EmptyModelError,
     FactoryError,
     FrozenParameterChanged,
@@ -34,8 +35,17 @@ from paramgate.errors import (
 from paramgate.findings import CODES, Finding
 from paramgate.hookspecs import hookimpl
 from paramgate.plugins import ParamGatePluginManager, get_plugin_manager
-from paramgate.protocol import ParamGate
-from paramgate.records import Fingerprint, GroupEntry, GroupRecord, Member, ParamEntry, ParamRecord, StorageSpan
+from paramgate.protocol import BindsOptimizer, ParamGate, StatesIntent
+from paramgate.records import (
+    Fingerprint,
+    GroupEntry,
+    GroupRecord,
+    Intent,
+    Member,
+    ParamEntry,
+    ParamRecord,
+    StorageSpan,
+)
 from paramgate.report import AuditReport, InvarianceReport, Totals
 from paramgate.snapshot import Guard, Snapshot
 
@@ -44,7 +54,9 @@ __version__ = "0.1.0"
 __all__ = [
     "CODES",
     "AdapterError",
+    "AuditFailed",
     "AuditReport",
+    "BindsOptimizer",
     "EmptyModelError",
     "FactoryError",
     "Finding",
@@ -54,6 +66,7 @@ __all__ = [
     "GroupRecord",
     "Guard",
     "GuardStateError",
+    "Intent",
     "InvalidArgumentError",
     "InvalidParameterError",
     "InvarianceReport",
@@ -67,6 +80,7 @@ __all__ = [
     "PluginLoadError",
     "Snapshot",
     "SnapshotMismatchError",
+    "StatesIntent",
     "StorageSpan",
     "Totals",
     "UnsupportedModelError",

@@ -36,7 +36,11 @@ def trainable(model: object, *, plugins: ParamGatePluginManager | None = None) -
 
 
 def audit(
-    model: object, optimizer: object | None = None, *, plugins: ParamGatePluginManager | None = None
+    model: object,
+    optimizer: object | None = None,
+    *,
+    trainable: object | None = None,
+    plugins: ParamGatePluginManager | None = None,
 ) -> AuditReport:
     """Report what the optimizer will and will not touch, and what is wrong with it.
 
@@ -44,17 +48,25 @@ def audit(
     ``{"params": ...}`` group dicts) you are about to hand to one; omit it to
     check the model alone.  One-shot iterators are refused rather than consumed.
 
+    ``trainable`` states what is meant to train when the tensors' own flags do
+    not (JAX has none) or when you want to check against a plan: a
+    ``name -> bool`` callable, a mapping of names to flags, a collection of the
+    names to train, or what the adapter reads (JAX: a pytree of bools).  Without
+    it, flags decide; an adapter may infer the intent from the optimizer
+    instead, and the report says so (PG010).
+
     >>> report = audit(model, trainable(model))  # doctest: +SKIP
     >>> report.ok, report.codes()  # doctest: +SKIP
     (True, [])
     """
-    return build_audit(_manager(plugins).adapter_for(model, optimizer), model, optimizer)
+    return build_audit(_manager(plugins).adapter_for(model, optimizer), model, optimizer, trainable)
 
 
 def snapshot(
     model: object,
     optimizer: object | None = None,
     *,
+    trainable: object | None = None,
     threads: int | None = None,
     plugins: ParamGatePluginManager | None = None,
 ) -> Snapshot:
@@ -63,16 +75,19 @@ def snapshot(
     The snapshot holds digests, not copies, and no reference to any tensor.  The
     optimizer, if given, only tells which group each tensor was in, for messages.
     ``threads`` caps the worker threads that hash big tensors (default: one per
-    core, up to 8; 1 hashes on the calling thread only).
+    core, up to 8; 1 hashes on the calling thread only).  ``trainable`` states
+    what is meant to train, as for :func:`audit`: it decides which tensors
+    count as frozen, and ``verify`` keeps to it.
     """
     pm = _manager(plugins)
-    return Snapshot.take(pm.adapter_for(model, optimizer), model, optimizer, pm, threads)
+    return Snapshot.take(pm.adapter_for(model, optimizer), model, optimizer, pm, threads, trainable)
 
 
 def guard(
     model: object,
     optimizer: object | None = None,
     *,
+    trainable: object | None = None,
     every: int | None = None,
     rolling: int | None = None,
     threads: int | None = None,
@@ -91,5 +106,8 @@ def guard(
     ``every=N`` checks all frozen tensors at every N-th ``gate.step()``;
     ``rolling=K`` checks a K-th of them (by bytes) at every step, each one at
     least once every K steps.  Either way the full check still runs on exit.
+    ``trainable`` states what is meant to train, as for :func:`audit`.
     """
-    return Guard(model, optimizer, _manager(plugins), every=every, rolling=rolling, threads=threads)
+    return Guard(
+        model, optimizer, _manager(plugins), trainable=trainable, every=every, rolling=rolling, threads=threads
+    )

@@ -5,17 +5,23 @@ Adapters only translate; every rule about what is wrong lives here.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from paramgate.errors import AdapterError, EmptyModelError, InvalidParameterError, ParamGateError
+from paramgate.errors import (
+    AdapterError,
+    EmptyModelError,
+    InvalidArgumentError,
+    InvalidParameterError,
+    ParamGateError,
+)
 from paramgate.findings import Finding
-from paramgate.protocol import ParamGate
-from paramgate.records import GroupEntry, GroupRecord, ParamEntry, ParamRecord, StorageSpan
+from paramgate.protocol import BindsOptimizer, ParamGate, StatesIntent
+from paramgate.records import GroupEntry, GroupRecord, Intent, ParamEntry, ParamRecord, StorageSpan
 from paramgate.report import AuditReport, Totals
 
-__all__ = ["Tensor", "build_audit", "call_adapter", "collect", "place"]
+__all__ = ["Resolved", "Tensor", "build_audit", "call_adapter", "collect", "place", "resolve"]
 
 _EMPTY_HINT = (
     "An optimizer built from a filter() or generator that was already read (for logging, say) gets "
@@ -57,8 +63,102 @@ def call_adapter(adapter: ParamGate, what: str, fn: Callable[..., object], *args
         ) from exc
 
 
-def collect(adapter: ParamGate, model: object) -> tuple[list[Tensor], list[str]]:
-    """The model's distinct tensors in model order, and names used by two different tensors."""
+Stated = Callable[[str], "bool | None"]
+"""The intended flag of a tensor by name, None to keep the adapter's flag."""
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """The optimizer as the adapter reads it, and the stated or inferred intent, for one call."""
+
+    optimizer: object | None
+    stated: Stated | None = None
+    names: frozenset[str] | None = None
+    """Names ``trainable=`` listed, checked against the model so that a typo is an error."""
+    note: str | None = None
+
+
+def resolve(adapter: ParamGate, model: object, optimizer: object | None, trainable: object | None) -> Resolved:
+    """Bind the optimizer to the model (adapters that need it) and read ``trainable=``."""
+    if optimizer is not None and isinstance(adapter, BindsOptimizer):
+        optimizer = call_adapter(adapter, "bind_optimizer", adapter.bind_optimizer, model, optimizer)
+    intent = None
+    if isinstance(adapter, StatesIntent):
+        intent = call_adapter(adapter, "intent", adapter.intent, model, optimizer, trainable)
+        if intent is not None and not isinstance(intent, Intent):
+            raise AdapterError(f"the {adapter.name} adapter's intent() returned {type(intent).__name__}, not an Intent")
+    if isinstance(intent, Intent):
+        return Resolved(optimizer, intent.trainable.get, None, intent.note)
+    if trainable is None:
+        return Resolved(optimizer)
+    if isinstance(trainable, Mapping):
+        flags = dict(trainable)
+        if not all(isinstance(k, str) and isinstance(v, bool) for k, v in flags.items()):
+            raise InvalidArgumentError(
+                "trainable: a mapping must map parameter names (str) to True or False, e.g. "
+                '{"head.weight": True, "backbone.conv1.weight": False}'
+            )
+        return Resolved(optimizer, flags.get, frozenset(flags))
+    if callable(trainable):
+        predicate = trainable
+
+        def stated(name: str) -> bool:
+            flag = predicate(name)
+            if not isinstance(flag, bool):
+                raise InvalidArgumentError(
+                    f"trainable: the predicate returned {type(flag).__name__} for {name!r}; it must return "
+                    "True (train it) or False (keep it frozen)"
+                )
+            return flag
+
+        return Resolved(optimizer, stated)
+    if isinstance(trainable, Collection) and not isinstance(trainable, str | bytes):
+        names = frozenset(trainable)
+        if not all(isinstance(n, str) for n in names):
+            raise InvalidArgumentError(
+                "trainable: a collection must hold the names of the parameters to train (str); to pass "
+                "tensors, pass paramgate.trainable(model) as the optimizer instead"
+            )
+        return Resolved(optimizer, names.__contains__, names)
+    raise InvalidArgumentError(
+        f"trainable: expected a name -> bool callable, a mapping of names to flags or a collection of the "
+        f"names to train, got {type(trainable).__name__}"
+        + ("" if isinstance(adapter, StatesIntent) else f" (the {adapter.name} adapter reads no other form)")
+    )
+
+
+def _apply(stated: Stated, names: frozenset[str] | None, tensors: Sequence[Tensor]) -> None:
+    """Set each tensor's flag (and role) to the intended one; buffers stay state."""
+    if names is not None:
+        known = {n for t in tensors for n in (t.name, *t.aliases)}
+        unknown = sorted(names - known)
+        if unknown:
+            raise InvalidArgumentError(
+                f"trainable names {', '.join(map(repr, unknown[:5]))}, which the model does not have; use the "
+                "names paramgate.audit(model) reports"
+            )
+    for t in tensors:
+        entry = t.entry
+        if entry.kind != "parameter":
+            continue
+        flag = stated(t.name)
+        for alias in t.aliases:
+            if flag is None:
+                flag = stated(alias)
+        if flag is None:
+            continue
+        entry.requires_grad = flag
+        if flag:
+            entry.role = "trainable"
+        elif entry.role == "trainable":
+            entry.role = "frozen"
+
+
+def collect(adapter: ParamGate, model: object, resolved: Resolved | None = None) -> tuple[list[Tensor], list[str]]:
+    """The model's distinct tensors in model order, and names used by two different tensors.
+
+    With ``resolved`` carrying an intent, each tensor's flag and role follow it.
+    """
     # Materialise inside call_adapter so that errors raised lazily by a generator are wrapped too.
     raw = call_adapter(adapter, "parameters", lambda: list(adapter.parameters(model)))
     assert isinstance(raw, list)
@@ -91,6 +191,8 @@ def collect(adapter: ParamGate, model: object) -> tuple[list[Tensor], list[str]]
             "model has no parameters: check that you passed the model itself (not an already-read "
             "generator or an empty container) and that its layers are built"
         )
+    if resolved is not None and resolved.stated is not None:
+        _apply(resolved.stated, resolved.names, tensors)
     return tensors, duplicates
 
 
@@ -167,10 +269,15 @@ def _names(t: Tensor) -> str:
     return " = ".join([t.name, *t.aliases])
 
 
-def build_audit(adapter: ParamGate, model: object, optimizer: object | None) -> AuditReport:
+def build_audit(adapter: ParamGate, model: object, optimizer: object | None, trainable: object = None) -> AuditReport:
     """Run every audit check on ``model`` (and ``optimizer``) and build the report."""
-    tensors, duplicates = collect(adapter, model)
+    user_optimizer = optimizer
+    resolved = resolve(adapter, model, optimizer, trainable)
+    optimizer = resolved.optimizer
+    tensors, duplicates = collect(adapter, model, resolved)
     findings: list[Finding] = []
+    if resolved.note:
+        findings.append(Finding("PG010", "info", None, resolved.note))
     groups: list[GroupEntry] | None = None
     placements: dict[int, _Placement] = {}
 
@@ -225,7 +332,7 @@ def build_audit(adapter: ParamGate, model: object, optimizer: object | None) -> 
         framework=adapter.name,
         params=records,
         groups=None if groups is None else _group_records(groups, tensors),
-        optimizer=None if optimizer is None else _type_name(optimizer),
+        optimizer=None if user_optimizer is None else _type_name(user_optimizer),
         findings=tuple(findings),
         totals=_totals(records),
     )

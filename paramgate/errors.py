@@ -10,10 +10,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from paramgate.report import InvarianceReport
+    from paramgate.report import AuditReport, InvarianceReport
 
 __all__ = [
     "AdapterError",
+    "AuditFailed",
     "EmptyModelError",
     "FactoryError",
     "FrozenParameterChanged",
@@ -97,4 +98,22 @@ class FrozenParameterChanged(ParamGateError, AssertionError):
         super().__init__("\n".join(lines))
 
     def __reduce__(self) -> tuple[type[FrozenParameterChanged], tuple[InvarianceReport]]:
+        return (type(self), (self.report,))
+
+
+class AuditFailed(ParamGateError):
+    """An audit that a callback or fixture runs before training found errors.
+
+    :attr:`report` holds the full :class:`~paramgate.AuditReport`; the message
+    lists each error finding with what to do.
+    """
+
+    def __init__(self, report: AuditReport) -> None:
+        self.report = report
+        errors = [f for f in report.findings if f.severity == "error"]
+        lines = [f"the audit before training found {len(errors)} error(s):"]
+        lines += [f"  {f.code} {f.name or ''}: {f.message}" for f in errors]
+        super().__init__("\n".join(lines))
+
+    def __reduce__(self) -> tuple[type[AuditFailed], tuple[AuditReport]]:
         return (type(self), (self.report,))

@@ -37,6 +37,7 @@ CODES: dict[str, CodeInfo] = {
         CodeInfo("PG007", "optimizer holds a tensor that is not in the model", "优化器持有模型之外的张量"),
         CodeInfo("PG008", "two different parameters share one name", "两个不同参数同名"),
         CodeInfo("PG009", "frozen normalization layer in train mode", "冻结的归一化层处于训练模式（统计量仍会更新）"),
+        CodeInfo("PG010", "trainable set inferred from the optimizer", "可训练集合是从优化器推断出来的"),
         CodeInfo("PG101", "frozen parameter changed", "冻结参数发生了变化"),
         CodeInfo("PG102", "trainable parameter never changed", "可训练参数从未变化"),
         CodeInfo("PG103", "statistics changed", "统计量（如滑动均值/方差）发生了变化"),

@@ -15,9 +15,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Protocol, runtime_checkable
 
-from paramgate.records import Fingerprint, GroupEntry, ParamEntry
+from paramgate.records import Fingerprint, GroupEntry, Intent, ParamEntry
 
-__all__ = ["ParamGate"]
+__all__ = ["BindsOptimizer", "ParamGate", "StatesIntent"]
 
 
 @runtime_checkable
@@ -83,5 +83,42 @@ class ParamGate(Protocol):
         skips a parameter whose ``.grad`` is None whatever its flag; a MindSpore
         one hands it a zero gradient and still applies weight decay.  The reason
         names the setting ("weight_decay=0.01 in group 0"...).
+        """
+        ...
+
+
+@runtime_checkable
+class BindsOptimizer(Protocol):
+    """Optional: for optimizers that know their parameters only together with the model.
+
+    An optax ``GradientTransformation`` is a pair of functions: which leaves it
+    moves shows only when it runs on the params pytree.  An adapter with this
+    method gets the model and the user's optimizer once per audit or snapshot,
+    before anything else reads the optimizer, and returns what
+    :meth:`ParamGate.optimizer_groups` and :meth:`ParamGate.would_move` read
+    instead (e.g. the result of probing the transformation).
+    """
+
+    def bind_optimizer(self, model: object, optimizer: object) -> object:
+        """Return the optimizer as the adapter's other methods read it.
+
+        Must leave the user's model, optimizer and random state untouched.
+        """
+        ...
+
+
+@runtime_checkable
+class StatesIntent(Protocol):
+    """Optional: for frameworks where the tensors' flags do not say what is meant to train."""
+
+    def intent(self, model: object, optimizer: object | None, trainable: object | None) -> Intent | None:
+        """The intended flags, from ``trainable=`` as the user gave it and/or from the optimizer.
+
+        ``optimizer`` is the bound optimizer (see :class:`BindsOptimizer`) or None;
+        ``trainable`` is the user's ``trainable=`` argument, or None.  Return None to
+        let the core read ``trainable`` its own way (a ``name -> bool`` callable, a
+        mapping of names to flags, or a collection of trainable names) or, when it
+        is None too, to keep the tensors' own flags.  Set ``Intent.note`` when the
+        intent was inferred rather than stated: the audit reports it (PG010).
         """
         ...

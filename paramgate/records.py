@@ -17,6 +17,7 @@ __all__ = [
     "Fingerprint",
     "GroupEntry",
     "GroupRecord",
+    "Intent",
     "JSONScalar",
     "JSONValue",
     "Kind",
@@ -135,6 +136,22 @@ class GroupEntry:
     momentum: float | None = None
     weight_decay: float | None = None
     options: Mapping[str, JSONValue] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Intent:
+    """Which tensors are meant to be trained, when the flags on the tensors do not say it.
+
+    Frameworks without ``requires_grad`` (JAX: trainability lives in the optimizer's
+    labels or masks) state it here, and so does a user who passes ``trainable=`` to
+    :func:`paramgate.audit`.  ``trainable`` maps tensor names (as the adapter names
+    them) to the intended flag; tensors it does not list keep the flag their adapter
+    gave them.  ``note``, when set, says the intent was inferred rather than stated
+    (e.g. from what the optimizer moves): the audit shows it as PG010.
+    """
+
+    trainable: Mapping[str, bool]
+    note: str | None = None
 
 
 @dataclass(slots=True)

@@ -10,13 +10,13 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, TextIO
 
-from paramgate.checks import Tensor, call_adapter, collect, place
+from paramgate.checks import Resolved, Tensor, call_adapter, collect, place, resolve
 from paramgate.errors import (
     FrozenParameterChanged,
     GuardStateError,
@@ -179,12 +179,16 @@ class Snapshot:
         prints: tuple[TensorPrint, ...],
         plugins: ParamGatePluginManager,
         threads: int | None = None,
+        intent: Mapping[str, bool] | None = None,
     ) -> None:
         self.framework = framework
         self.digest = DIGEST_NAME
         self.prints = prints
         self.threads = threads
         self._plugins = plugins
+        # The flags the snapshot was taken under (when stated or inferred), so that checks read
+        # the model the same way; plain names and bools, never a tensor.
+        self._intent = None if intent is None else Resolved(None, dict(intent).get)
 
     def __repr__(self) -> str:
         return f"<paramgate.Snapshot {self.framework}: {len(self.prints)} tensors>"
@@ -197,13 +201,15 @@ class Snapshot:
         optimizer: object | None,
         plugins: ParamGatePluginManager,
         threads: int | None = None,
+        trainable: object | None = None,
     ) -> Snapshot:
         check_threads(threads)
-        tensors, duplicates = collect(adapter, model)
+        resolved = resolve(adapter, model, optimizer, trainable)
+        tensors, duplicates = collect(adapter, model, resolved)
         _unique_names(duplicates)
         groups: dict[int, int] = {}
-        if optimizer is not None:
-            _, placements, _ = place(adapter, optimizer, tensors)
+        if resolved.optimizer is not None:
+            _, placements, _ = place(adapter, resolved.optimizer, tensors)
             groups = {key: p.groups[0] for key, p in placements.items()}
         fingerprints = fingerprint_tensors(adapter, tensors, threads)
         prints = tuple(
@@ -220,7 +226,8 @@ class Snapshot:
             )
             for t, fp in zip(tensors, fingerprints, strict=True)
         )
-        return cls(adapter.name, prints, plugins, threads)
+        intent = None if resolved.stated is None else {t.name: t.entry.requires_grad for t in tensors}
+        return cls(adapter.name, prints, plugins, threads, intent)
 
     def verify(self, model: object) -> InvarianceReport:
         """Fingerprint ``model`` again and report what changed since the snapshot.
@@ -245,7 +252,7 @@ class Snapshot:
                 f"model: this snapshot was taken of a {self.framework} model, but a {adapter.name} model was "
                 "passed to verify(); verify the same model you snapshotted"
             )
-        tensors, duplicates = collect(adapter, model)
+        tensors, duplicates = collect(adapter, model, self._intent)
         _unique_names(duplicates)
         by_name: dict[str, Tensor] = {}
         for t in tensors:
@@ -348,10 +355,11 @@ def _compare(p: TensorPrint, t: Tensor, now: Fingerprint) -> Finding | None:
             "warning",
             p.name,
             f"statistics {p.name} changed: normalization layers update running statistics in train mode even "
-            "when every weight is frozen; call .eval() on the frozen backbone (after every .train()) if "
-            "they should stay fixed",
+            "when every weight is frozen; if they should stay fixed, switch the frozen backbone to inference "
+            "mode after every switch to training (torch: backbone.eval(); MindSpore: backbone.set_train(False))",
             f"统计量 {p.name} 发生了变化：训练模式下归一化层即使权重全部冻结也会更新滑动统计量；"
-            "如需固定，请对冻结的主干调用 .eval()（每次 .train() 之后）",
+            "如需固定，请在每次切换到训练模式之后把冻结的主干切回推理模式"
+            "（torch：backbone.eval()；MindSpore：backbone.set_train(False)）",
         )
     if p.role == "frozen":
         if p.group is not None:
@@ -403,6 +411,7 @@ class Guard:
         optimizer: object | None,
         plugins: ParamGatePluginManager,
         *,
+        trainable: object | None = None,
         every: int | None = None,
         rolling: int | None = None,
         threads: int | None = None,
@@ -422,6 +431,7 @@ class Guard:
         self._every = every
         self._rolling = rolling
         self._threads = threads
+        self._trainable = trainable
         self._slices: list[tuple[TensorPrint, ...]] = []
         self._entered = False
         self.steps = 0
@@ -435,8 +445,10 @@ class Guard:
         self._entered = True
         assert self._model is not None
         adapter = self._plugins.adapter_for(self._model, self._optimizer)
-        self.snapshot = Snapshot.take(adapter, self._model, self._optimizer, self._plugins, self._threads)
-        self._optimizer = None
+        self.snapshot = Snapshot.take(
+            adapter, self._model, self._optimizer, self._plugins, self._threads, self._trainable
+        )
+        self._optimizer = self._trainable = None
         frozen = [p for p in self.snapshot.prints if p.role == "frozen"]
         if self._rolling is not None:
             self._slices = _balanced(frozen, self._rolling)

@@ -40,6 +40,10 @@ def test_core_and_plugins_import_no_framework(tmp_path):
         main(["plugins"])
         import paramgate_torch.adapter, paramgate_torch.demo, paramgate_torch.plugin
         assert not paramgate_torch.adapter.TorchAdapter().owns_model(model)
+        import paramgate_mindspore, paramgate_mindspore.adapter, paramgate_mindspore.callback
+        import paramgate_mindspore.demo, paramgate_mindspore.hashing, paramgate_mindspore.plugin
+        assert not paramgate_mindspore.adapter.MindSporeAdapter().owns_model(model)
+        assert not paramgate_mindspore.adapter.MindSporeAdapter().owns_optimizer(model)
         leaked = sorted(set(FRAMEWORKS) & set(sys.modules))
         assert not leaked, leaked
         """
