@@ -19,6 +19,7 @@ from paramgate.api import audit, guard, snapshot, trainable
 from paramgate.errors import (
     AdapterError,
     AuditFailed,
+    DistributedError,
     EmptyModelError,
     FactoryError,
     FrozenParameterChanged,
@@ -35,7 +36,7 @@ from paramgate.errors import (
 from paramgate.findings import CODES, Finding
 from paramgate.hookspecs import hookimpl
 from paramgate.plugins import ParamGatePluginManager, get_plugin_manager
-from paramgate.protocol import BindsOptimizer, ParamGate, StatesIntent
+from paramgate.protocol import BindsOptimizer, HasWorld, ParamGate, StatesIntent
 from paramgate.records import (
     Fingerprint,
     GroupEntry,
@@ -57,6 +58,7 @@ __all__ = [
     "AuditFailed",
     "AuditReport",
     "BindsOptimizer",
+    "DistributedError",
     "EmptyModelError",
     "FactoryError",
     "Finding",
@@ -66,6 +68,7 @@ __all__ = [
     "GroupRecord",
     "Guard",
     "GuardStateError",
+    "HasWorld",
     "Intent",
     "InvalidArgumentError",
     "InvalidParameterError",

@@ -9,6 +9,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from paramgate.distributed import World
 from paramgate.errors import (
     AdapterError,
     EmptyModelError,
@@ -17,11 +18,11 @@ from paramgate.errors import (
     ParamGateError,
 )
 from paramgate.findings import Finding
-from paramgate.protocol import BindsOptimizer, ParamGate, StatesIntent
+from paramgate.protocol import BindsOptimizer, HasWorld, ParamGate, StatesIntent
 from paramgate.records import GroupEntry, GroupRecord, Intent, ParamEntry, ParamRecord, StorageSpan
 from paramgate.report import AuditReport, Totals
 
-__all__ = ["Resolved", "Tensor", "build_audit", "call_adapter", "collect", "place", "resolve"]
+__all__ = ["Resolved", "Tensor", "build_audit", "call_adapter", "collect", "place", "resolve", "world_of"]
 
 _EMPTY_HINT = (
     "An optimizer built from a filter() or generator that was already read (for logging, say) gets "
@@ -269,12 +270,23 @@ def _names(t: Tensor) -> str:
     return " = ".join([t.name, *t.aliases])
 
 
+def world_of(adapter: ParamGate, model: object) -> World | None:
+    """The distributed run ``model`` is part of, when its adapter knows one and it has more than one rank."""
+    if not isinstance(adapter, HasWorld):
+        return None
+    world = call_adapter(adapter, "world", adapter.world, model)
+    if world is not None and not isinstance(world, World):
+        raise AdapterError(f"the {adapter.name} adapter's world() returned {type(world).__name__}, not a World")
+    return world if world is not None and world.size > 1 else None
+
+
 def build_audit(adapter: ParamGate, model: object, optimizer: object | None, trainable: object = None) -> AuditReport:
     """Run every audit check on ``model`` (and ``optimizer``) and build the report."""
     user_optimizer = optimizer
     resolved = resolve(adapter, model, optimizer, trainable)
     optimizer = resolved.optimizer
     tensors, duplicates = collect(adapter, model, resolved)
+    world = world_of(adapter, model)
     findings: list[Finding] = []
     if resolved.note:
         findings.append(Finding("PG010", "info", None, resolved.note))
@@ -335,6 +347,8 @@ def build_audit(adapter: ParamGate, model: object, optimizer: object | None, tra
         optimizer=None if user_optimizer is None else _type_name(user_optimizer),
         findings=tuple(findings),
         totals=_totals(records),
+        rank=None if world is None else world.rank,
+        world_size=1 if world is None else world.size,
     )
 
 

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AdapterError",
     "AuditFailed",
+    "DistributedError",
     "EmptyModelError",
     "FactoryError",
     "FrozenParameterChanged",
@@ -77,6 +78,14 @@ class PluginLoadError(ParamGateError):
 
 class SnapshotMismatchError(ParamGateError, ValueError):
     """A snapshot was verified against a model of another framework."""
+
+
+class DistributedError(ParamGateError):
+    """In a distributed run, a rank failed or went silent while the ranks compared their verdicts.
+
+    The message names the rank and, when it failed rather than went silent, its
+    error.  Raised on every rank that is still alive, so that none waits forever.
+    """
 
 
 class FactoryError(ParamGateError):

@@ -38,12 +38,14 @@ CODES: dict[str, CodeInfo] = {
         CodeInfo("PG008", "two different parameters share one name", "两个不同参数同名"),
         CodeInfo("PG009", "frozen normalization layer in train mode", "冻结的归一化层处于训练模式（统计量仍会更新）"),
         CodeInfo("PG010", "trainable set inferred from the optimizer", "可训练集合是从优化器推断出来的"),
+        CodeInfo("PG011", "FSDP unit mixes frozen and trainable parameters", "FSDP 单元混合了冻结参数和可训练参数"),
         CodeInfo("PG101", "frozen parameter changed", "冻结参数发生了变化"),
         CodeInfo("PG102", "trainable parameter never changed", "可训练参数从未变化"),
         CodeInfo("PG103", "statistics changed", "统计量（如滑动均值/方差）发生了变化"),
         CodeInfo("PG104", "parameter added or removed since the snapshot", "快照之后参数被增加或删除"),
         CodeInfo("PG105", "shape or dtype changed since the snapshot", "快照之后形状或数据类型发生了变化"),
         CodeInfo("PG106", "moved between host and device: bits not compared", "在主机与设备之间移动过：未比较比特"),
+        CodeInfo("PG107", "replicas of a frozen parameter differ between ranks", "冻结参数在各进程上的副本不一致"),
     )
 }
 """Every finding code paramgate emits, with its one-line title."""
@@ -55,7 +57,9 @@ class Finding:
 
     ``name`` is the parameter (or optimizer group, or argument) the finding is
     about; ``message`` says what is wrong and what to do, ``message_zh`` says the
-    same in Chinese (empty when no translation exists).
+    same in Chinese (empty when no translation exists).  ``rank`` is the rank of a
+    distributed run where it was found, None when it holds on every rank (or the
+    run is not distributed).
     """
 
     code: str
@@ -63,6 +67,7 @@ class Finding:
     name: str | None
     message: str
     message_zh: str = ""
+    rank: int | None = None
 
     def __post_init__(self) -> None:
         if self.code not in CODES:
@@ -85,4 +90,5 @@ class Finding:
             "name": self.name,
             "title": self.title,
             "message": self.message,
+            "rank": self.rank,
         }

@@ -13,11 +13,14 @@ a Tensor") and import inside the methods that really need it.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from paramgate.records import Fingerprint, GroupEntry, Intent, ParamEntry
 
-__all__ = ["BindsOptimizer", "ParamGate", "StatesIntent"]
+if TYPE_CHECKING:
+    from paramgate.distributed import World
+
+__all__ = ["BindsOptimizer", "HasWorld", "ParamGate", "StatesIntent"]
 
 
 @runtime_checkable
@@ -120,5 +123,19 @@ class StatesIntent(Protocol):
         mapping of names to flags, or a collection of trainable names) or, when it
         is None too, to keep the tensors' own flags.  Set ``Intent.note`` when the
         intent was inferred rather than stated: the audit reports it (PG010).
+        """
+        ...
+
+
+@runtime_checkable
+class HasWorld(Protocol):
+    """Optional: for frameworks that run one process per rank (torch.distributed)."""
+
+    def world(self, model: object) -> World | None:
+        """The distributed run ``model`` takes part in, or None when it runs alone.
+
+        A snapshot of a model with a world compares its verdicts across ranks
+        (see :mod:`paramgate.distributed`).  Must be cheap, and must not start a
+        collective operation.
         """
         ...

@@ -24,6 +24,7 @@ __all__ = [
     "Member",
     "ParamEntry",
     "ParamRecord",
+    "Placement",
     "Role",
     "StorageSpan",
     "classify",
@@ -34,6 +35,9 @@ Role = Literal["trainable", "frozen", "state"]
 
 Kind = Literal["parameter", "buffer"]
 """How the framework holds it: a parameter (MindSpore keeps statistics here) or a buffer."""
+
+Placement = Literal["replicated", "sharded"]
+"""In a distributed run: every rank holds the same copy (DDP), or each rank holds a part (FSDP, ZeRO-3)."""
 
 JSONScalar = str | int | float | bool | None
 JSONValue = JSONScalar | tuple[JSONScalar, ...]
@@ -93,7 +97,11 @@ class ParamEntry:
     in train mode updating its running statistics), False when it will not, None
     when the adapter cannot tell.  ``nbytes`` is the size of the tensor's data
     (None when unknown): it decides which tensors are worth a thread of their own
-    when fingerprinting, and when a progress bar is shown.
+    when fingerprinting, and when a progress bar is shown.  ``placement`` is for
+    distributed runs: ``"replicated"`` when every rank holds an identical copy
+    (their fingerprints are compared across ranks, PG107), ``"sharded"`` when
+    this rank holds a part (``shape`` and ``numel`` stay the global ones; the
+    fingerprint covers this rank's part), None otherwise.
 
     Records are built once per tensor per call, so they are plain slotted classes
     (treat them as read-only).
@@ -111,6 +119,7 @@ class ParamEntry:
     note: str | None = None
     updating: bool | None = None
     nbytes: int | None = None
+    placement: Placement | None = None
 
 
 @dataclass(frozen=True, eq=False)

@@ -7,9 +7,11 @@ tensor, so keeping one around keeps no model alive.
 from __future__ import annotations
 
 import json
+import sys
 import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TextIO
 
 from paramgate.findings import CODES, Finding
 from paramgate.records import GroupRecord, ParamRecord
@@ -106,6 +108,8 @@ class AuditReport:
     optimizer: str | None
     findings: tuple[Finding, ...]
     totals: Totals
+    rank: int | None = None
+    world_size: int = 1
 
     @property
     def ok(self) -> bool:
@@ -140,6 +144,7 @@ class AuditReport:
             if self.groups is None
             else {"type": self.optimizer, "groups": [g.to_dict() for g in self.groups]},
             "findings": [f.to_dict() for f in self.findings],
+            "world": _world(self.rank, self.world_size),
         }
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -166,7 +171,8 @@ class AuditReport:
             name = p.name + (f" (= {', '.join(p.aliases)})" if p.aliases else "")
             role = _ROLE_ZH[p.role] if zh else p.role
             rows.append([name, str(list(p.shape)), p.dtype, f"{p.numel:,d}", role, self._where(p, lang)])
-        title = f"paramgate 审计（{self.framework}）" if zh else f"paramgate audit ({self.framework})"
+        where = _where_label(self.framework, self.rank, self.world_size, zh)
+        title = f"paramgate 审计（{where}）" if zh else f"paramgate audit ({where})"
         lines = [title, *_table(header, rows, right=frozenset({3}))]
         t = self.totals
         if zh:
@@ -216,8 +222,28 @@ class AuditReport:
             lines.append("No findings.")
         return "\n".join(lines) + "\n"
 
+    def show(self, file: TextIO | None = None, *, lang: str = "en", all_ranks: bool = False) -> None:
+        """Print :meth:`render` once per run: in a distributed run on rank 0 only, unless ``all_ranks``."""
+        _show(self.render(lang), self.rank, file, all_ranks)
+
     def __str__(self) -> str:
         return self.render()
+
+
+def _world(rank: int | None, size: int) -> dict[str, int] | None:
+    return None if rank is None else {"rank": rank, "size": size}
+
+
+def _where_label(framework: str, rank: int | None, size: int, zh: bool) -> str:
+    if rank is None:
+        return framework
+    return f"{framework}，第 {rank} 号进程，共 {size} 个" if zh else f"{framework}, rank {rank} of {size}"
+
+
+def _show(text: str, rank: int | None, file: TextIO | None, all_ranks: bool) -> None:
+    if rank not in (None, 0) and not all_ranks:
+        return  # every rank holds the same verdict: one copy in the log is enough
+    print(text, file=sys.stdout if file is None else file, flush=True)
 
 
 def _group_line(g: GroupRecord, zh: bool) -> str:
@@ -241,6 +267,8 @@ class InvarianceReport:
     framework: str
     checked: int
     findings: tuple[Finding, ...]
+    rank: int | None = None
+    world_size: int = 1
 
     @property
     def ok(self) -> bool:
@@ -270,19 +298,25 @@ class InvarianceReport:
             "ok": self.ok,
             "checked": self.checked,
             "findings": [f.to_dict() for f in self.findings],
+            "world": _world(self.rank, self.world_size),
         }
 
     def render(self, lang: str = "en") -> str:
         """A plain-text verdict, in English ("en") or Chinese ("zh")."""
+        where = _where_label(self.framework, self.rank, self.world_size, lang == "zh")
         if lang == "zh":
-            head = f"不变性检查（{self.framework}）：检查了 {self.checked} 个张量，" + (
+            head = f"不变性检查（{where}）：检查了 {self.checked} 个张量，" + (
                 "冻结参数逐位未变。" if self.ok else "冻结参数被改动了！"
             )
         else:
-            head = f"invariance check ({self.framework}): {self.checked} tensors checked, " + (
+            head = f"invariance check ({where}): {self.checked} tensors checked, " + (
                 "every frozen parameter is bit-for-bit unchanged." if self.ok else "frozen parameters CHANGED."
             )
         return "\n".join([head, *_findings_lines(self.findings, lang)])
+
+    def show(self, file: TextIO | None = None, *, lang: str = "en", all_ranks: bool = False) -> None:
+        """Print :meth:`render` once per run: in a distributed run on rank 0 only, unless ``all_ranks``."""
+        _show(self.render(lang), self.rank, file, all_ranks)
 
     def __str__(self) -> str:
         return self.render()

@@ -14,10 +14,12 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from paramgate.checks import Resolved, Tensor, call_adapter, collect, place, resolve
+from paramgate.checks import Resolved, Tensor, call_adapter, collect, place, resolve, world_of
+from paramgate.distributed import World, merge_findings, replica_findings
 from paramgate.errors import (
+    DistributedError,
     FrozenParameterChanged,
     GuardStateError,
     InvalidArgumentError,
@@ -27,7 +29,7 @@ from paramgate.errors import (
 from paramgate.findings import Finding
 from paramgate.fingerprint import CHUNK_BYTES, DIGEST_NAME, reset_pool, use_pool
 from paramgate.protocol import ParamGate
-from paramgate.records import Fingerprint, Kind, Role
+from paramgate.records import Fingerprint, Kind, Placement, Role
 from paramgate.report import InvarianceReport
 
 if TYPE_CHECKING:
@@ -150,6 +152,7 @@ class TensorPrint:
     dtype: str
     fingerprint: Fingerprint
     group: int | None
+    placement: Placement | None = None
 
 
 def _fingerprint(adapter: ParamGate, t: Tensor) -> Fingerprint:
@@ -180,8 +183,11 @@ class Snapshot:
         plugins: ParamGatePluginManager,
         threads: int | None = None,
         intent: Mapping[str, bool] | None = None,
+        world: World | None = None,
     ) -> None:
         self.framework = framework
+        self.world = world
+        """The distributed run this snapshot's model is part of (None when alone): verify compares with it."""
         self.digest = DIGEST_NAME
         self.prints = prints
         self.threads = threads
@@ -204,6 +210,7 @@ class Snapshot:
         trainable: object | None = None,
     ) -> Snapshot:
         check_threads(threads)
+        world = world_of(adapter, model)
         resolved = resolve(adapter, model, optimizer, trainable)
         tensors, duplicates = collect(adapter, model, resolved)
         _unique_names(duplicates)
@@ -211,7 +218,7 @@ class Snapshot:
         if resolved.optimizer is not None:
             _, placements, _ = place(adapter, resolved.optimizer, tensors)
             groups = {key: p.groups[0] for key, p in placements.items()}
-        fingerprints = fingerprint_tensors(adapter, tensors, threads)
+        fingerprints = fingerprint_tensors(adapter, tensors, threads, show_progress=world is None or world.rank == 0)
         prints = tuple(
             TensorPrint(
                 t.name,
@@ -223,11 +230,12 @@ class Snapshot:
                 t.entry.dtype,
                 fp,
                 groups.get(id(t.entry.obj)),
+                t.entry.placement,
             )
             for t, fp in zip(tensors, fingerprints, strict=True)
         )
         intent = None if resolved.stated is None else {t.name: t.entry.requires_grad for t in tensors}
-        return cls(adapter.name, prints, plugins, threads, intent)
+        return cls(adapter.name, prints, plugins, threads, intent, world)
 
     def verify(self, model: object) -> InvarianceReport:
         """Fingerprint ``model`` again and report what changed since the snapshot.
@@ -252,6 +260,38 @@ class Snapshot:
                 f"model: this snapshot was taken of a {self.framework} model, but a {adapter.name} model was "
                 "passed to verify(); verify the same model you snapshotted"
             )
+        world = self.world
+        if world is None:
+            findings, checked, _ = self._check_here(adapter, model, prints, full)
+            return InvarianceReport(framework=adapter.name, checked=checked, findings=tuple(findings))
+        # Every rank checks what it holds, then the ranks swap verdicts (a few bytes per tensor), so that
+        # every rank reports, and raises, the same thing.  A rank that fails here still takes part in the
+        # exchange, so the others learn of it at once instead of waiting for it.
+        try:
+            findings, checked, replicas = self._check_here(adapter, model, prints, full)
+        except Exception as exc:
+            world.exchange(("error", f"{type(exc).__name__}: {exc}"))
+            raise
+        received: list[Any] = world.exchange(("ok", tuple(findings), replicas))
+        failed = [(rank, got[1]) for rank, got in enumerate(received) if got[0] == "error"]
+        if failed:
+            raise DistributedError(
+                "verify failed on "
+                + "; ".join(f"rank {rank}: {error}" for rank, error in failed)
+                + f" (reported on rank {world.rank}); fix that rank's error, every rank stopped with it"
+            )
+        merged = merge_findings([got[1] for got in received], world.size)
+        merged += replica_findings([got[2] for got in received])
+        order = {p.name: i for i, p in enumerate(self.prints)}
+        merged.sort(key=lambda f: (f.code, order.get(f.name or "", len(order)), -1 if f.rank is None else f.rank))
+        return InvarianceReport(
+            framework=adapter.name, checked=checked, findings=tuple(merged), rank=world.rank, world_size=world.size
+        )
+
+    def _check_here(
+        self, adapter: ParamGate, model: object, prints: Sequence[TensorPrint], full: bool
+    ) -> tuple[list[Finding], int, dict[str, bytes]]:
+        """This process's findings, how many tensors it compared, and its frozen replicas' digests."""
         tensors, duplicates = collect(adapter, model, self._intent)
         _unique_names(duplicates)
         by_name: dict[str, Tensor] = {}
@@ -284,11 +324,15 @@ class Snapshot:
             else:
                 pairs.append((p, found))
         # Checks between training steps stay quiet: a bar every N steps would garble the training's own output.
-        fingerprints = fingerprint_tensors(adapter, [t for _, t in pairs], self.threads, show_progress=full)
+        quiet = not full or (self.world is not None and self.world.rank != 0)
+        fingerprints = fingerprint_tensors(adapter, [t for _, t in pairs], self.threads, show_progress=not quiet)
+        replicas: dict[str, bytes] = {}
         for (p, t), fp in zip(pairs, fingerprints, strict=True):
             finding = _compare(p, t, fp)
             if finding is not None:
                 findings.append(finding)
+            if p.placement == "replicated" and p.role == "frozen":
+                replicas[p.name] = fp.algorithm.encode() + b":" + fp.digest
         for t in tensors if full else ():
             if id(t) not in seen:
                 findings.append(
@@ -305,7 +349,7 @@ class Snapshot:
             order = {p.name: i for i, p in enumerate(self.prints)}
             findings.sort(key=lambda f: (f.code, order.get(f.name or "", len(order))))
         checked = len(tensors) if full else len(pairs)
-        return InvarianceReport(framework=adapter.name, checked=checked, findings=tuple(findings))
+        return findings, checked, replicas
 
 
 def _resized(p: TensorPrint, t: Tensor) -> Finding | None:

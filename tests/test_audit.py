@@ -217,7 +217,18 @@ def test_report_json_is_stable_and_serialisable(seed_model):
     report = paramgate.audit(seed_model, paramgate.trainable(seed_model))
     data = json.loads(report.to_json())
     assert data["schema"] == "paramgate.audit" and data["schema_version"] == 1
-    assert list(data) == ["schema", "schema_version", "framework", "ok", "totals", "params", "optimizer", "findings"]
+    assert list(data) == [
+        "schema",
+        "schema_version",
+        "framework",
+        "ok",
+        "totals",
+        "params",
+        "optimizer",
+        "findings",
+        "world",
+    ]
+    assert data["world"] is None  # a single process; {"rank": r, "size": n} under torch.distributed
     assert list(data["params"][0]) == [
         "name", "aliases", "shape", "dtype", "numel", "trainable", "role", "kind", "in_optimizer", "group", "note",
     ]  # fmt: skip

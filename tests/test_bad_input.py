@@ -82,8 +82,8 @@ def test_optimizer_from_another_model_in_snapshot_is_not_a_crash(seed_model):
 
 
 def test_every_error_is_a_paramgate_error():
-    errors = [getattr(paramgate, name) for name in paramgate.__all__ if name.endswith(("Error", "Changed"))]
-    assert len(errors) == 13
+    errors = [getattr(paramgate, name) for name in paramgate.__all__ if name.endswith(("Error", "Changed", "Failed"))]
+    assert len(errors) == 15
     assert all(issubclass(e, paramgate.ParamGateError) for e in errors)
 
 

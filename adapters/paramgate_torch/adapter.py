@@ -19,6 +19,12 @@ What it reads, and why:
   gradient, where weight decay and momentum/Adam state move it even when the
   gradient is zero.
 
+- Under torch.distributed: a DTensor (FSDP2) reports its global shape and is
+  fingerprinted by its local shard; the parameters of a ``DistributedDataParallel``
+  model are replicas, compared across ranks; a DeepSpeed ZeRO-3 placeholder is
+  counted by ``ds_numel`` and fingerprinted by ``ds_tensor``.  :meth:`TorchAdapter.world`
+  gives the core the process group (see :mod:`paramgate_torch.distributed`).
+
 torch is imported only inside methods, and only once it is already in
 ``sys.modules`` (the model or optimizer passed in proves it is).
 """
@@ -31,7 +37,8 @@ from typing import Any
 
 from paramgate import Fingerprint, GroupEntry, InvalidParameterError, Member, ParamEntry, StorageSpan
 from paramgate.fingerprint import fingerprint_buffer
-from paramgate.records import JSONValue, Kind, Role
+from paramgate.records import JSONValue, Kind, Placement, Role
+from paramgate_torch.distributed import TorchWorld, world
 from paramgate_torch.hashing import device_fingerprint
 
 __all__ = ["TorchAdapter"]
@@ -69,6 +76,29 @@ def _is_group(item: object) -> bool:
         and isinstance(item.get("params"), list | tuple)
         and all(_member(p) for p in item["params"])
     )
+
+
+def _is_dtensor(t: object) -> bool:
+    """A DTensor (FSDP2, tensor parallel); looked up in sys.modules like torch itself."""
+    module = sys.modules.get("torch.distributed.tensor")
+    return module is not None and isinstance(t, module.DTensor)
+
+
+def _local(t: Any) -> Any:
+    """This rank's part of a DTensor (reading it needs no collective); any other object as it is."""
+    return t.to_local() if _is_dtensor(t) else t
+
+
+def _local_zero(t: Any) -> Any:
+    """A ZeRO-3 parameter's partition on this rank, or None."""
+    local = getattr(t, "ds_tensor", None)
+    torch = _torch()
+    return local if isinstance(local, torch.Tensor) else None
+
+
+def _is_ddp(model: object) -> bool:
+    parallel = sys.modules.get("torch.nn.parallel")
+    return parallel is not None and isinstance(model, parallel.DistributedDataParallel)
 
 
 def _is_uninitialized(t: Any) -> bool:
@@ -166,39 +196,46 @@ class TorchAdapter:
         # Each module's own _parameters and _buffers dicts, as named_parameters(remove_duplicate=False)
         # and named_buffers read them, without their per-member generator overhead; plain dense tensors
         # take a fast path (a 10,000-tensor model audits in a few times a bare named_parameters() loop).
+        # DDP keeps one identical replica per rank (it broadcasts parameters and buffers from rank 0):
+        # their digests are compared across ranks (PG107).
+        replicated: Placement | None = "replicated" if _is_ddp(model) else None
         for prefix, module in model.named_modules(remove_duplicate=False):
             dot = f"{prefix}." if prefix else ""
             for name, p in module._parameters.items():
                 if p is None:
                     continue
                 if type(p) in plain and p.layout is strided and not p.is_meta and p.is_contiguous():
-                    requires_grad = p.requires_grad
                     size = p.nbytes
-                    start = p.data_ptr()
-                    yield ParamEntry(
-                        dot + name,
-                        p,
-                        tuple(p.shape),
-                        names.get(p.dtype) or dtype_name(p.dtype),
-                        p.numel(),
-                        requires_grad,
-                        "trainable" if requires_grad else "frozen",
-                        "parameter",
-                        StorageSpan(p.get_device(), start, start + size) if size else None,
-                        None,
-                        None,
-                        size,
-                    )
-                else:
-                    yield entry(dot + name, p, "parameter", None)
+                    if size or not hasattr(p, "ds_numel"):
+                        requires_grad = p.requires_grad
+                        start = p.data_ptr()
+                        yield ParamEntry(
+                            dot + name,
+                            p,
+                            tuple(p.shape),
+                            names.get(p.dtype) or dtype_name(p.dtype),
+                            p.numel(),
+                            requires_grad,
+                            "trainable" if requires_grad else "frozen",
+                            "parameter",
+                            StorageSpan(p.get_device(), start, start + size) if size else None,
+                            None,
+                            None,
+                            size,
+                            replicated,
+                        )
+                        continue
+                yield entry(dot + name, p, "parameter", None, replicated)
             if module._buffers:
                 norm = isinstance(module, norm_base)
                 for name, b in module._buffers.items():
                     if b is not None:
                         updating = bool(module.training and module.track_running_stats) if norm else None
-                        yield entry(dot + name, b, "buffer", updating if name in _STATISTICS else None)
+                        yield entry(dot + name, b, "buffer", updating if name in _STATISTICS else None, replicated)
 
-    def _entry(self, name: str, t: Any, kind: Kind, updating: bool | None) -> ParamEntry:
+    def _entry(
+        self, name: str, t: Any, kind: Kind, updating: bool | None, placement: Placement | None = None
+    ) -> ParamEntry:
         torch = _torch()
         if not isinstance(t, torch.Tensor):
             raise InvalidParameterError(
@@ -210,6 +247,43 @@ class TorchAdapter:
         else:
             role = "state"
         dtype = dtype_name(t.dtype)
+        if _is_dtensor(t):
+            # FSDP2 / tensor parallel: shape and numel are global (each rank reports the same, nothing counted
+            # twice); the bytes here are this rank's shard.
+            local = t.to_local()
+            sharded = any(placement.is_shard() for placement in t.placements)
+            return ParamEntry(
+                name,
+                t,
+                tuple(t.shape),
+                dtype,
+                t.numel(),
+                requires_grad,
+                role,
+                kind,
+                None,
+                None,
+                updating,
+                local.nbytes,
+                "sharded" if sharded else "replicated",
+            )
+        if hasattr(t, "ds_numel") and not t.numel():
+            # DeepSpeed ZeRO-3: the parameter is an empty placeholder; ds_shape/ds_numel are the real size
+            # and ds_tensor this rank's partition.
+            return ParamEntry(
+                name,
+                t,
+                tuple(t.ds_shape),
+                dtype,
+                int(t.ds_numel),
+                requires_grad,
+                role,
+                kind,
+                note="ZeRO-3 partitioned: counted by ds_numel, fingerprinted by this rank's ds_tensor",
+                updating=updating,
+                nbytes=_local_zero(t).nbytes if _local_zero(t) is not None else None,
+                placement="sharded",
+            )
         if _is_uninitialized(t):
             return ParamEntry(
                 name,
@@ -238,6 +312,7 @@ class TorchAdapter:
             "on the meta device: no data until the model is materialized" if meta else None,
             updating,
             t.nbytes if dense else None,
+            placement,
         )
 
     def optimizer_groups(self, optimizer: object) -> Sequence[GroupEntry]:
@@ -250,10 +325,22 @@ class TorchAdapter:
             groups = getattr(optimizer, "param_groups")  # noqa: B009 - checked by owns_optimizer
         return [_group(i, g) for i, g in enumerate(groups)]
 
+    def world(self, model: object) -> TorchWorld | None:
+        return world()
+
     def fingerprint(self, entry: ParamEntry) -> Fingerprint:
         torch = _torch()
         t = entry.obj
         assert isinstance(t, torch.Tensor)
+        if _is_dtensor(t):
+            t = t.to_local()  # this rank's shard (or replica), hashed where it lives: no collective
+        elif entry.placement == "sharded" and hasattr(t, "ds_numel"):
+            t = _local_zero(t)
+            if t is None:
+                raise InvalidParameterError(
+                    f"{entry.name!r} is a ZeRO-3 placeholder without ds_tensor (this rank's partition): take the "
+                    "snapshot after DeepSpeed has partitioned the model"
+                )
         if (
             type(t) in (torch.Tensor, torch.nn.Parameter)
             and t.is_cpu
@@ -306,6 +393,7 @@ class TorchAdapter:
             "whatever requires_grad says"
         )
         reasons = []
+        grad = _local(grad)
         if grad.numel() and bool(grad.ne(0).any()):
             reasons.append("the gradient is non-zero")
         if built:
@@ -314,7 +402,7 @@ class TorchAdapter:
             state = getattr(optimizer, "state", {})
             held = state.get(t) if isinstance(state, Mapping) else None  # .get: never add a defaultdict entry
             for key in _MOMENTUM_STATE:
-                value = held.get(key) if isinstance(held, Mapping) else None
+                value = _local(held.get(key)) if isinstance(held, Mapping) else None
                 if isinstance(value, _torch().Tensor) and value.numel() and bool(value.ne(0).any()):
                     reasons.append(f"its optimizer state {key!r} is non-zero, so it keeps moving with a zero gradient")
             lambd = _number(group.options.get("lambd"))
