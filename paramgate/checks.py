@@ -60,7 +60,9 @@ def call_adapter(adapter: ParamGate, what: str, fn: Callable[..., object], *args
     except Exception as exc:
         raise AdapterError(
             f"the {adapter.name} adapter raised in {what}(): {type(exc).__name__}: {exc}. "
-            "This is a bug in the adapter or an object it does not expect; please report it."
+            f"This is a bug in the adapter ({type(adapter).__module__}.{type(adapter).__qualname__}) or an object "
+            "it does not expect; please report it to the plugin's authors (`paramgate plugins` lists which "
+            "plugin provides it)."
         ) from exc
 
 
@@ -169,7 +171,10 @@ def collect(adapter: ParamGate, model: object, resolved: Resolved | None = None)
     duplicates: list[str] = []
     for position, entry in enumerate(raw):
         if type(entry) is not ParamEntry and not isinstance(entry, ParamEntry):
-            raise AdapterError(f"the {adapter.name} adapter yielded {type(entry).__name__}, not a ParamEntry")
+            raise AdapterError(
+                f"the {adapter.name} adapter yielded {type(entry).__name__}, not a ParamEntry; this is a bug in the "
+                "adapter: please report it to its authors"
+            )
         name = entry.name
         if not name or not isinstance(name, str):
             raise InvalidParameterError(
@@ -202,7 +207,11 @@ def place(
 ) -> tuple[list[GroupEntry], dict[int, _Placement], list[tuple[int, str]]]:
     """Where each tensor sits in the optimizer, keyed by ``id(obj)``, and what is foreign."""
     read = call_adapter(adapter, "optimizer_groups", adapter.optimizer_groups, optimizer)
-    assert isinstance(read, Sequence)
+    if not isinstance(read, Sequence) or not all(isinstance(g, GroupEntry) for g in read):
+        raise AdapterError(
+            f"the {adapter.name} adapter's optimizer_groups() returned {type(read).__name__}, not a sequence of "
+            "GroupEntry; this is a bug in the adapter: please report it to its authors"
+        )
     groups = list(read)
     known = {id(t.entry.obj): t for t in tensors}
     placements: dict[int, _Placement] = {}
@@ -422,7 +431,8 @@ def _record(t: Tensor, placement: _Placement | None) -> ParamRecord:
 
 
 def _type_name(obj: object) -> str:
-    if isinstance(obj, list | tuple):
+    # Exact types: an optax GradientTransformation is a NamedTuple, not a list of parameters.
+    if type(obj) in (list, tuple):
         return f"{type(obj).__name__} of parameters"
     return type(obj).__qualname__
 
@@ -542,8 +552,13 @@ def _optimizer_findings(
                     "error",
                     t.name,
                     f"{what} {_names(t)} is in optimizer group {placement.first.index}, which moves it: "
-                    f"{reason}. Build the optimizer from paramgate.trainable(model) (or "
-                    "filter(lambda p: p.requires_grad, ...)) so it never sees frozen parameters",
+                    f"{reason}. "
+                    + getattr(
+                        adapter,
+                        "freeze_hint",
+                        "Build the optimizer from paramgate.trainable(model) (or filter(lambda p: p.requires_grad, "
+                        "...)) so it never sees frozen parameters",
+                    ),
                     f"{what_zh} {_names(t)} 在优化器第 {placement.first.index} 组中，优化器会改动它：{reason}。"
                     "请用 paramgate.trainable(model) 构造优化器，使其看不到冻结参数",
                 )

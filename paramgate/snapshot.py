@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from paramgate.checks import Resolved, Tensor, call_adapter, collect, place, resolve, world_of
 from paramgate.distributed import World, merge_findings, replica_findings
 from paramgate.errors import (
+    AdapterError,
     DistributedError,
     FrozenParameterChanged,
     GuardStateError,
@@ -157,7 +158,11 @@ class TensorPrint:
 
 def _fingerprint(adapter: ParamGate, t: Tensor) -> Fingerprint:
     fp = call_adapter(adapter, "fingerprint", adapter.fingerprint, t.entry)
-    assert isinstance(fp, Fingerprint)
+    if not isinstance(fp, Fingerprint):
+        raise AdapterError(
+            f"the {adapter.name} adapter's fingerprint() returned {type(fp).__name__} for {t.name!r}, not a "
+            "Fingerprint; this is a bug in the adapter: please report it to its authors"
+        )
     return fp
 
 
@@ -328,7 +333,7 @@ class Snapshot:
         fingerprints = fingerprint_tensors(adapter, [t for _, t in pairs], self.threads, show_progress=not quiet)
         replicas: dict[str, bytes] = {}
         for (p, t), fp in zip(pairs, fingerprints, strict=True):
-            finding = _compare(p, t, fp)
+            finding = _compare(p, t, fp, adapter)
             if finding is not None:
                 findings.append(finding)
             if p.placement == "replicated" and p.role == "frozen":
@@ -369,7 +374,16 @@ def _resized(p: TensorPrint, t: Tensor) -> Finding | None:
     )
 
 
-def _compare(p: TensorPrint, t: Tensor, now: Fingerprint) -> Finding | None:
+def _explain(adapter: ParamGate, t: Tensor, then: Fingerprint) -> str | None:
+    """Why the bits changed, from the adapter's optional ``explain_change(entry, then)`` method."""
+    explain = getattr(adapter, "explain_change", None)
+    if explain is None:
+        return None
+    why = call_adapter(adapter, "explain_change", explain, t.entry, then)
+    return why if isinstance(why, str) and why else None
+
+
+def _compare(p: TensorPrint, t: Tensor, now: Fingerprint, adapter: ParamGate) -> Finding | None:
     then = p.fingerprint
     if now.algorithm != then.algorithm:
         return Finding(
@@ -424,6 +438,7 @@ def _compare(p: TensorPrint, t: Tensor, now: Fingerprint) -> Finding | None:
                 "它不在你给出的优化器中，所以是别的东西改写了它"
                 "（权重绑定、原地操作、load_state_dict 或包含全部参数的优化器）"
             )
+        why = _explain(adapter, t, then) or why  # the adapter knows a cause the generic guess cannot see
         unfrozen = " (it requires grad now: take a new snapshot after unfreezing)" if t.entry.requires_grad else ""
         return Finding(
             "PG101",
@@ -487,7 +502,7 @@ class Guard:
         if self._entered:
             raise GuardStateError("a paramgate guard can be entered only once; create a new one")
         self._entered = True
-        assert self._model is not None
+        # adapter_for, not an assert: guard(None) is the user's mistake and gets UnsupportedModelError.
         adapter = self._plugins.adapter_for(self._model, self._optimizer)
         self.snapshot = Snapshot.take(
             adapter, self._model, self._optimizer, self._plugins, self._threads, self._trainable
@@ -529,6 +544,8 @@ class Guard:
         if exc_type is not None or self.snapshot is None:
             return
         self.report = self.snapshot.verify(model)
+        # A FrozenParameterChanged the caller keeps holds this frame in its traceback: drop the model first.
+        del model
         if not self.report.ok:
             raise FrozenParameterChanged(self.report)
 

@@ -69,7 +69,11 @@ class NumpyAdapter:
     def owns_model(self, model: object) -> bool:
         if not isinstance(model, list | tuple):
             return False
-        return all(isinstance(p, Parameter) or (isinstance(p, dict) and "params" not in p) for p in model)
+        # A parameter dict has a "name" or "data" key; a list of other dicts (a JAX model's layers) is not ours.
+        return all(
+            isinstance(p, Parameter) or (isinstance(p, dict) and "params" not in p and ("name" in p or "data" in p))
+            for p in model
+        )
 
     def owns_optimizer(self, optimizer: object) -> bool:
         if isinstance(optimizer, Momentum):

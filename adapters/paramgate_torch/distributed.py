@@ -29,7 +29,7 @@ __all__ = ["TIMEOUT_ENV", "TorchWorld", "fsdp_preflight", "world"]
 TIMEOUT_ENV = "PARAMGATE_DISTRIBUTED_TIMEOUT"
 """Seconds a rank waits for the others during a verify (default 300)."""
 
-_WORLDS: dict[int, TorchWorld] = {}
+_WORLDS: dict[tuple[int, int], TorchWorld] = {}
 
 
 class TorchWorld:
@@ -84,14 +84,15 @@ def world() -> TorchWorld | None:
     size = dist.get_world_size()
     if size < 2:
         return None
-    group = dist.distributed_c10d._get_default_group()
-    known = _WORLDS.get(id(group))
+    # The store init_process_group set up (private, but stable since torch 1.x): the only way to wait
+    # for other ranks with a deadline and learn which one is missing.  One World per process group and
+    # store, so that every rank counts its exchange rounds from the same start.
+    store = dist.distributed_c10d._get_default_store()
+    key = (id(dist.distributed_c10d._get_default_group()), id(store))
+    known = _WORLDS.get(key)
     if known is None:
-        # The store init_process_group set up (private, but stable since torch 1.x): the only way to wait
-        # for other ranks with a deadline and learn which one is missing.
-        store = dist.distributed_c10d._get_default_store()
         timeout = float(os.environ.get(TIMEOUT_ENV, "300"))
-        known = _WORLDS[id(group)] = TorchWorld(dist.get_rank(), size, store, timeout)
+        known = _WORLDS[key] = TorchWorld(dist.get_rank(), size, store, timeout)
     return known
 
 
