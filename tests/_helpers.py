@@ -25,3 +25,31 @@ class AdapterPlugin:
             return make()
 
         self.paramgate_adapter = paramgate.hookimpl(tryfirst=tryfirst)(paramgate_adapter)
+
+
+def demo_json(framework: str, *, buggy: bool = False) -> tuple[int, dict]:
+    """``paramgate demo --framework FRAMEWORK --json`` in-process: the exit code and both reports."""
+    import io
+    import json
+
+    import paramgate
+    from paramgate.demo import run_demo
+
+    pm = paramgate.get_plugin_manager()
+    out = io.StringIO()
+    code = run_demo(pm.hook.paramgate_demo_kit(framework=framework), out, plugins=pm, buggy=buggy, as_json=True)
+    return code, json.loads(out.getvalue())
+
+
+def framework_neutral(audit: dict) -> dict:
+    """The audit JSON without what only names the framework: its name, dtypes, optimizer class and options."""
+    import json
+
+    audit = json.loads(json.dumps(audit))
+    audit["framework"] = None
+    for p in audit["params"]:
+        p["dtype"] = None
+    audit["optimizer"]["type"] = None
+    for g in audit["optimizer"]["groups"]:
+        g["options"] = None
+    return audit

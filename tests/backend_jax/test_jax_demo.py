@@ -3,49 +3,28 @@
 from __future__ import annotations
 
 import importlib.util
-import io
-import json
 import subprocess
 import sys
 import textwrap
 
 import pytest
+from _helpers import demo_json, framework_neutral
 
 import paramgate
 from paramgate.cli import main
-from paramgate.demo import run_demo
-
-
-def _demo(framework: str, *, buggy: bool = False) -> tuple[int, dict]:
-    pm = paramgate.get_plugin_manager()
-    out = io.StringIO()
-    code = run_demo(pm.hook.paramgate_demo_kit(framework=framework), out, plugins=pm, buggy=buggy, as_json=True)
-    return code, json.loads(out.getvalue())
-
-
-def _framework_neutral(audit: dict) -> dict:
-    """The audit JSON without what only names the framework: its name, dtypes, optimizer class and options."""
-    audit = json.loads(json.dumps(audit))
-    audit["framework"] = None
-    for p in audit["params"]:
-        p["dtype"] = None
-    audit["optimizer"]["type"] = None
-    for g in audit["optimizer"]["groups"]:
-        g["options"] = None
-    return audit
 
 
 def test_jax_demo_audit_equals_the_numpy_demo_audit():
-    code_np, numpy_run = _demo("numpy")
-    code_jax, jax_run = _demo("jax")
+    code_np, numpy_run = demo_json("numpy")
+    code_jax, jax_run = demo_json("jax")
     assert code_np == code_jax == 0
     assert jax_run["audit"]["framework"] == "jax" and jax_run["audit"]["optimizer"]["type"] == "Optimizer"
-    assert _framework_neutral(jax_run["audit"]) == _framework_neutral(numpy_run["audit"])
+    assert framework_neutral(jax_run["audit"]) == framework_neutral(numpy_run["audit"])
     assert jax_run["invariance"]["findings"] == numpy_run["invariance"]["findings"] == []
 
 
 def test_jax_demo_buggy_is_caught_before_and_after():
-    code, run = _demo("jax", buggy=True)
+    code, run = demo_json("jax", buggy=True)
     assert code == 1
     assert [(f["code"], f["severity"], f["name"]) for f in run["audit"]["findings"]] == [
         ("PG001", "error", "backbone.conv1.weight"),

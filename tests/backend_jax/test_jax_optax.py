@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import gc
-import io
-import json
 import weakref
 
 import jax
@@ -12,10 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _helpers import demo_json, framework_neutral
 from backend_jax.jaxnets import BACKBONE, HEAD, flip_bit, mlp, momentum, seed_params, train
 
 import paramgate
-from paramgate.demo import run_demo
 from paramgate_jax.adapter import JaxAdapter
 
 FROZEN_BACKBONE = {"backbone": False, "head": True}
@@ -292,25 +290,6 @@ def test_a_transformation_that_fails_on_the_params_is_a_clear_error():
         paramgate.audit({"other": jnp.ones(2)}, wrapped)
 
 
-def _demo_json(framework: str) -> dict:
-    pm = paramgate.get_plugin_manager()
-    out = io.StringIO()
-    assert run_demo(pm.hook.paramgate_demo_kit(framework=framework), out, plugins=pm, as_json=True) == 0
-    return json.loads(out.getvalue())["audit"]
-
-
-def _neutral(audit: dict) -> dict:
-    """The audit JSON without the fields that name the framework: its name, dtypes, optimizer type and options."""
-    audit = json.loads(json.dumps(audit))
-    audit["framework"] = None
-    for p in audit["params"]:
-        p["dtype"] = None
-    audit["optimizer"]["type"] = None
-    for g in audit["optimizer"]["groups"]:
-        g["options"] = None
-    return audit
-
-
 def test_the_seed_pytree_with_a_backbone_freezing_multi_transform_audits_like_the_numpy_demo():
     tx = optax.multi_transform(
         {
@@ -320,9 +299,11 @@ def test_the_seed_pytree_with_a_backbone_freezing_multi_transform_audits_like_th
         {"backbone": "frozen", "head": "trainable"},
     )
     report = paramgate.audit(seed_params(), tx, trainable=FROZEN_BACKBONE).to_dict()
-    numpy = _demo_json("numpy")
+    code, numpy_run = demo_json("numpy")
+    numpy = numpy_run["audit"]
+    assert code == 0
     assert report["framework"] == "jax" and {p["dtype"] for p in report["params"]} == {"float32"}
-    assert _neutral(report) == _neutral(numpy)
+    assert framework_neutral(report) == framework_neutral(numpy)
     assert report["optimizer"]["groups"][0]["options"] == {"label": "trainable"}
 
 

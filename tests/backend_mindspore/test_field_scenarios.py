@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import io
-import json
 import logging
 
 import mindspore as ms
 import numpy as np
 import pytest
+from _helpers import demo_json, framework_neutral
 from mindspore import nn
 from mindspore.train import Model
 from msnets import Net, dataset, frozen_net, raw, train, train_cell
@@ -281,37 +281,18 @@ def test_callback_rejects_a_bad_on_error():
         ParamGateCallback(on_error="ignore")
 
 
-def _demo(framework, *, buggy=False):
-    pm = paramgate.get_plugin_manager()
-    out = io.StringIO()
-    code = run_demo(pm.hook.paramgate_demo_kit(framework=framework), out, plugins=pm, buggy=buggy, as_json=True)
-    return code, json.loads(out.getvalue())
-
-
-def _framework_neutral(audit):
-    """The audit JSON without what only names the framework: its name, dtypes, optimizer class and options."""
-    audit = json.loads(json.dumps(audit))
-    audit["framework"] = None
-    for p in audit["params"]:
-        p["dtype"] = None
-    audit["optimizer"]["type"] = None
-    for g in audit["optimizer"]["groups"]:
-        g["options"] = None
-    return audit
-
-
 def test_mindspore_demo_audit_equals_the_numpy_demo_audit():
-    code_np, numpy_run = _demo("numpy")
-    code_ms, ms_run = _demo("mindspore")
+    code_np, numpy_run = demo_json("numpy")
+    code_ms, ms_run = demo_json("mindspore")
     assert code_np == code_ms == 0
     assert ms_run["audit"]["framework"] == "mindspore"
     assert {p["dtype"] for p in ms_run["audit"]["params"]} == {"float32"}
-    assert _framework_neutral(ms_run["audit"]) == _framework_neutral(numpy_run["audit"])
+    assert framework_neutral(ms_run["audit"]) == framework_neutral(numpy_run["audit"])
     assert ms_run["invariance"] == {**numpy_run["invariance"], "framework": "mindspore"}
 
 
 def test_mindspore_demo_buggy_is_caught_before_and_after():
-    code, run = _demo("mindspore", buggy=True)
+    code, run = demo_json("mindspore", buggy=True)
     assert code == 1
     assert [(f["code"], f["severity"], f["name"]) for f in run["audit"]["findings"]] == [
         ("PG001", "error", "backbone.conv1.weight"),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import io
 import json
 import subprocess
 import sys
@@ -12,11 +11,11 @@ import weakref
 
 import pytest
 import torch
+from _helpers import demo_json, framework_neutral
 from torch import nn
 from torchnets import loss, net, train
 
 import paramgate
-from paramgate.demo import run_demo
 
 
 def peft_counts(model: nn.Module) -> tuple[int, int]:
@@ -155,38 +154,18 @@ def test_sparse_parameters_get_a_clear_error_on_snapshot():
         paramgate.snapshot(model)
 
 
-def _demo(framework: str, *, buggy: bool = False) -> tuple[int, dict]:
-    pm = paramgate.get_plugin_manager()
-    out = io.StringIO()
-    kit = pm.hook.paramgate_demo_kit(framework=framework)
-    code = run_demo(kit, out, plugins=pm, buggy=buggy, as_json=True)
-    return code, json.loads(out.getvalue())
-
-
-def _framework_neutral(audit: dict) -> dict:
-    """The audit JSON without what only names the framework: its name, dtypes, optimizer class and options."""
-    audit = json.loads(json.dumps(audit))
-    audit["framework"] = None
-    for p in audit["params"]:
-        p["dtype"] = None
-    audit["optimizer"]["type"] = None
-    for g in audit["optimizer"]["groups"]:
-        g["options"] = None
-    return audit
-
-
 def test_torch_demo_audit_equals_the_numpy_demo_audit():
-    code_np, numpy_run = _demo("numpy")
-    code_pt, torch_run = _demo("torch")
+    code_np, numpy_run = demo_json("numpy")
+    code_pt, torch_run = demo_json("torch")
     assert code_np == code_pt == 0
     assert torch_run["audit"]["framework"] == "torch"
     assert {p["dtype"] for p in torch_run["audit"]["params"]} == {"float32"}
-    assert _framework_neutral(torch_run["audit"]) == _framework_neutral(numpy_run["audit"])
+    assert framework_neutral(torch_run["audit"]) == framework_neutral(numpy_run["audit"])
     assert torch_run["invariance"]["findings"] == numpy_run["invariance"]["findings"] == []
 
 
 def test_torch_demo_buggy_shows_stale_gradients_caught_before_and_after():
-    code, run = _demo("torch", buggy=True)
+    code, run = demo_json("torch", buggy=True)
     assert code == 1
     assert [(f["code"], f["severity"]) for f in run["audit"]["findings"]] == [("PG001", "error")] * 2
     assert [f["name"] for f in run["invariance"]["findings"] if f["code"] == "PG101"] == ["backbone.conv1.weight"]
