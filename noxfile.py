@@ -8,19 +8,24 @@ against each NumPy those backends bring.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nox
 
-nox.options.sessions = ["lint", "numpy", "numpy1", "torch", "mindspore", "jax"]
+nox.options.sessions = ["lint", "docs", "numpy", "numpy1", "torch", "mindspore", "jax"]
 nox.options.reuse_existing_virtualenvs = True
 CORE_TESTS = ["tests"]
 TORCH = "torch==2.13.0"  # the CPU wheel this machine has on disk; any other pin pulls a CUDA build
 MINDSPORE = ["mindspore==2.10.0", "numpy<2"]  # MindSpore's CPU kernels fail at the first operator on NumPy 2
 JAX = ["jax==0.10.2", "jaxlib==0.10.2", "optax==0.2.8", "flax==0.12.8"]  # JAX needs numpy>=2
+# The trainer callbacks, on torch (transformers' Trainer needs accelerate).
+TRAINERS = ["lightning==2.6.6", "transformers==5.25.0", "accelerate==1.16.0", "keras==3.15.1"]
+DOCS = ["mkdocs==1.6.1", "mkdocs-material==9.8.2"]
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff (lint and format) on everything, strict mypy on paramgate/ and the adapters (torch's and JAX's types)."""
+    """ruff (lint and format) on everything, strict mypy on paramgate/ and the adapters (with the frameworks' types)."""
     session.install(
         "ruff>=0.6",
         "mypy>=1.10",
@@ -31,10 +36,18 @@ def lint(session: nox.Session) -> None:
         "pytest>=8",
         TORCH,
         *JAX,
+        *TRAINERS,
     )
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation site: ``mkdocs build --strict`` (broken links and missing pages fail)."""
+    session.install(*DOCS)
+    session.run("mkdocs", "build", "--strict", "--site-dir", str(Path(session.create_tmp()) / "site"))
 
 
 @nox.session
@@ -54,8 +67,13 @@ def numpy1(session: nox.Session) -> None:
 @nox.session
 def torch(session: nox.Session) -> None:
     """The core and the PyTorch backend on torch's CPU build: real models, real optimizer steps."""
-    session.install(".[test]", TORCH)
-    session.run("pytest", *CORE_TESTS, *session.posargs, env={"PARAMGATE_REQUIRE_BACKENDS": "torch"})
+    session.install(".[test]", TORCH, *TRAINERS)
+    session.run(
+        "pytest",
+        *CORE_TESTS,
+        *session.posargs,
+        env={"PARAMGATE_REQUIRE_BACKENDS": "torch,lightning,transformers,keras", "KERAS_BACKEND": "torch"},
+    )
 
 
 @nox.session
@@ -70,6 +88,20 @@ def jax(session: nox.Session) -> None:
     """The core and the JAX backend (jax, optax, flax) on NumPy 2."""
     session.install(".[test]", *JAX)
     session.run("pytest", *CORE_TESTS, *session.posargs, env={"PARAMGATE_REQUIRE_BACKENDS": "jax"})
+
+
+@nox.session
+def campaign(session: nox.Session) -> None:
+    """The long property-based campaign (docs/reliability.md): 10,000 examples per property, on demand."""
+    session.install(".[test]", TORCH)
+    session.run(
+        "pytest",
+        "tests/test_properties.py",
+        "tests/backend_torch/test_properties_torch.py",
+        "--hypothesis-show-statistics",
+        *session.posargs,
+        env={"PARAMGATE_HYPOTHESIS_PROFILE": "campaign"},
+    )
 
 
 @nox.session

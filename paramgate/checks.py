@@ -486,13 +486,16 @@ def _optimizer_findings(
     else:
         for g in groups:
             if not g.members:
+                # Only a warning: the other groups hold parameters, and any trainable one left out of every
+                # group is PG002 on its own (transformers' default AdamW keeps an empty no-decay group).
                 findings.append(
                     Finding(
                         "PG003",
-                        "error",
+                        "warning",
                         f"group {g.index}",
-                        f"optimizer group {g.index} has no parameters. {_EMPTY_HINT}",
-                        f"优化器第 {g.index} 组没有参数。{_EMPTY_HINT_ZH}",
+                        f"optimizer group {g.index} has no parameters: harmless if meant (an empty no-decay "
+                        f"group), but if you built it from a filter() or generator, it was empty. {_EMPTY_HINT}",
+                        f"优化器第 {g.index} 组没有参数：若是有意为之（例如空的不衰减组）则无害。{_EMPTY_HINT_ZH}",
                     )
                 )
 
@@ -532,8 +535,13 @@ def _optimizer_findings(
                         "error",
                         t.name,
                         f"{_names(t)} requires grad but is in no optimizer group, so it will never be "
-                        "trained: it was probably added or replaced after the optimizer was built; build "
-                        "the optimizer last, from paramgate.trainable(model)",
+                        "trained: "
+                        + getattr(
+                            adapter,
+                            "missing_hint",
+                            "it was probably added or replaced after the optimizer was built; build the "
+                            "optimizer last, from paramgate.trainable(model)",
+                        ),
                         f"{_names(t)} 需要梯度却不在任何优化器参数组中，永远不会被训练："
                         "它可能是在构造优化器之后才添加或替换的",
                     )

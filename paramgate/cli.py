@@ -1,6 +1,15 @@
 """The ``paramgate`` command line.
 
-Exit codes: 0 clean, 1 error findings, 2 bad usage or input.
+Exit codes:
+
+- 0: no finding is an error (``plugins`` and ``--version`` always);
+- 1: at least one error finding;
+- 2: bad usage or input (any :class:`~paramgate.ParamGateError`: a factory that
+  cannot be imported or called, returns something that is not a model, ...):
+  one line on stderr, ``paramgate: error: ...``, never a traceback;
+- 3: an internal error, a bug in paramgate: a short message saying how to
+  report it, then the traceback;
+- 130: interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -10,6 +19,7 @@ import importlib
 import importlib.util
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
@@ -22,7 +32,12 @@ from paramgate.plugins import get_plugin_manager
 
 __all__ = ["load_factory", "main"]
 
-EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+REPORT_BUG = (
+    "This is a bug in paramgate, not in your input: please report it on paramgate's issue tracker with the "
+    "traceback below and the output of `paramgate --version` and `paramgate plugins`."
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -75,6 +90,12 @@ def load_factory(target: str) -> object:
         raise FactoryError(f"target {target!r}: file {module_name} does not exist")
     try:
         module = _import(module_name)
+    except SystemExit as exc:
+        # A training script that parses its arguments (or exits) at import time.
+        raise FactoryError(
+            f"target {target!r}: importing {module_name} called sys.exit({exc.code!r}); move the script's "
+            'top-level code under `if __name__ == "__main__":` so that importing it only defines the factory'
+        ) from exc
     except ModuleNotFoundError as exc:
         raise FactoryError(
             f"target {target!r}: no module named {exc.name!r}; run from the directory that holds it, or install it"
@@ -88,6 +109,11 @@ def load_factory(target: str) -> object:
         raise FactoryError(f"target {target!r}: {attr} is a {type(factory).__name__}, not a callable factory")
     try:
         return factory()
+    except SystemExit as exc:
+        raise FactoryError(
+            f"target {target!r}: calling {attr}() called sys.exit({exc.code!r}); a factory must return the "
+            "model, or (model, optimizer)"
+        ) from exc
     except Exception as exc:
         raise FactoryError(f"target {target!r}: calling {attr}() raised {type(exc).__name__}: {exc}") from exc
 
@@ -98,7 +124,17 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         model, optimizer = built
     else:
         model, optimizer = built, None
-    report = audit(model, optimizer)
+    try:
+        report = audit(model, optimizer)
+    except ParamGateError as exc:
+        # Name the factory: the model or optimizer the message talks about is what it returned.
+        hint = ""
+        if isinstance(built, tuple) and len(built) != 2:
+            hint = f" (it returned a {len(built)}-tuple; a factory returns the model, or a 2-tuple (model, optimizer))"
+        attr = args.target.rpartition(":")[2]
+        raise FactoryError(
+            f"target {args.target!r}: {attr}() returned something paramgate cannot audit{hint}: {exc}"
+        ) from exc
     if args.format == "json":
         print(report.to_json())
     elif args.format == "markdown":
@@ -141,8 +177,13 @@ def _cmd_plugins() -> int:
     return EXIT_OK
 
 
+def _one_line(text: str) -> str:
+    # A user error is one line on stderr, whatever the message (an exception quoted from a factory may span several).
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit code."""
+    """Run the command line; return the exit code (see the module docstring)."""
     parser = _parser()
     args = parser.parse_args(argv)
     try:
@@ -153,7 +194,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "plugins":
             return _cmd_plugins()
     except ParamGateError as exc:
-        print(f"paramgate: error: {exc}", file=sys.stderr)
+        print(f"paramgate: error: {_one_line(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("paramgate: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # anything else is paramgate's own fault: say so, and how to report it
+        print(f"paramgate: internal error: {type(exc).__name__}: {_one_line(str(exc))}", file=sys.stderr)
+        print(REPORT_BUG, file=sys.stderr)
+        traceback.print_exc(file=sys.stderr)
+        return EXIT_INTERNAL
     parser.print_help()
     return EXIT_USAGE

@@ -130,7 +130,8 @@ class ParamGatePluginManager(pluggy.PluginManager):
                 if not isinstance(adapter, ParamGate):
                     raise PluginLoadError(
                         f"paramgate plugin {plugin_name!r} returned {type(adapter).__name__} from "
-                        "paramgate_adapter(), which lacks parts of the paramgate.ParamGate protocol"
+                        "paramgate_adapter(), which lacks parts of the paramgate.ParamGate protocol. Fix or "
+                        f"uninstall the plugin, or set {BLOCK_ENV}={plugin_name}."
                     )
                 found.append((plugin_name, adapter))
             self._adapters = found
@@ -170,7 +171,8 @@ class ParamGatePluginManager(pluggy.PluginManager):
                 claimed = getattr(adapter, method)(obj)
             except Exception as exc:
                 raise AdapterError(
-                    f"paramgate plugin {plugin_name!r} raised in {method}(): {type(exc).__name__}: {exc}"
+                    f"paramgate plugin {plugin_name!r} raised in {method}(): {type(exc).__name__}: {exc}. "
+                    f"Fix or uninstall the plugin, or set {BLOCK_ENV}={plugin_name}."
                 ) from exc
             if claimed:
                 yield plugin_name, adapter
@@ -197,7 +199,10 @@ class ParamGatePluginManager(pluggy.PluginManager):
             owned = adapter.owns_optimizer(optimizer)
         except Exception as exc:
             raise AdapterError(
-                f"the {adapter.name} adapter raised in owns_optimizer(): {type(exc).__name__}: {exc}"
+                f"the {adapter.name} adapter raised in owns_optimizer(): {type(exc).__name__}: {exc}. This is a bug "
+                f"in the adapter ({type(adapter).__module__}.{type(adapter).__qualname__}) or an optimizer it does "
+                "not expect; please report it to the plugin's authors (`paramgate plugins` lists which plugin "
+                "provides it)."
             ) from exc
         if owned:
             return
@@ -206,7 +211,9 @@ class ParamGatePluginManager(pluggy.PluginManager):
             f"it belongs to {', '.join(others)}, not to {adapter.name} like the model: "
             "pass the optimizer that trains this model"
             if others
-            else f"no installed adapter reads it (installed: {self._describe()})"
+            else f"no installed adapter reads it (installed: {self._describe()}). Pass the optimizer object "
+            "itself, or the list of this model's parameters (or of {'params': [...]} group dicts, with lists, "
+            "not generators) that you are about to hand to one"
         )
         raise UnsupportedOptimizerError(
             f"optimizer: cannot read a {type(optimizer).__module__}.{type(optimizer).__qualname__} "
@@ -249,6 +256,12 @@ def _unsupported_model_message(model: object, argument: str, installed: str, fra
         )
     elif root in {"torch", "mindspore", "jax", "jaxlib", "flax", "keras", "tensorflow"}:
         hint = f" It looks like a {root} object: install an adapter plugin for {root} (see `paramgate plugins`)."
+    else:
+        # No framework recognised: say what a model is, so the message carries an instruction.
+        hint = (
+            " Pass the model object itself (an nn.Module, a Cell, or for NumPy a list whose items are all "
+            "paramgate_numpy.Parameter objects or parameter dicts), or install the adapter plugin of its framework."
+        )
     return (
         f"{argument}: {kind} is not a model any installed adapter understands.{hint} Installed adapters: {installed}."
     )

@@ -18,7 +18,14 @@ def seed_model() -> list[dict[str, Any]]:
 # Backend test folders run where their framework is installed (each nox session
 # installs one).  A session that sets PARAMGATE_REQUIRE_BACKENDS fails loudly
 # instead of skipping when its framework is missing.
-BACKENDS = {"backend_torch": "torch", "backend_mindspore": "mindspore", "backend_jax": "jax"}
+BACKENDS = {
+    "backend_torch": "torch",
+    "backend_mindspore": "mindspore",
+    "backend_jax": "jax",
+    "backend_keras": "keras",
+    "trainer_lightning": "lightning",
+    "trainer_transformers": "transformers",
+}
 _required = {name for name in os.environ.get("PARAMGATE_REQUIRE_BACKENDS", "").split(",") if name}
 collect_ignore = []
 for folder, module in BACKENDS.items():

@@ -121,7 +121,8 @@ def test_exhausted_filter_is_refused_or_pg003(seed_model):
 def test_empty_group_is_pg003(seed_model):
     groups = [{"params": paramgate.trainable(seed_model)}, {"params": [], "lr": 0.1}]
     report = paramgate.audit(seed_model, groups)
-    assert [(f.code, f.name) for f in report.findings] == [("PG003", "group 1")]
+    assert [(f.code, f.name, f.severity) for f in report.findings] == [("PG003", "group 1", "warning")]
+    assert report.ok  # an empty group leaves nothing out; a parameter left out of every group is PG002
 
 
 def test_duplicate_in_optimizer_is_pg004(seed_model):

@@ -6,7 +6,20 @@ import subprocess
 import sys
 import textwrap
 
-FRAMEWORKS = ("torch", "mindspore", "jax", "jaxlib", "flax", "tensorflow", "keras")
+FRAMEWORKS = (
+    "torch",
+    "mindspore",
+    "jax",
+    "jaxlib",
+    "flax",
+    "optax",
+    "tensorflow",
+    "keras",
+    "lightning",
+    "pytorch_lightning",
+    "transformers",
+    "accelerate",
+)
 
 
 def test_core_and_plugins_import_no_framework(tmp_path):
@@ -39,6 +52,9 @@ def test_core_and_plugins_import_no_framework(tmp_path):
             pass
         main(["plugins"])
         import paramgate_torch.adapter, paramgate_torch.demo, paramgate_torch.plugin
+        import paramgate_torch.distributed, paramgate_torch.hf, paramgate_torch.lightning
+        import paramgate_keras, paramgate_keras.adapter, paramgate_keras.callback, paramgate_keras.plugin
+        assert not paramgate_keras.adapter.KerasAdapter().owns_model(model)
         assert not paramgate_torch.adapter.TorchAdapter().owns_model(model)
         import paramgate_mindspore, paramgate_mindspore.adapter, paramgate_mindspore.callback
         import paramgate_mindspore.demo, paramgate_mindspore.hashing, paramgate_mindspore.plugin

@@ -352,7 +352,10 @@ class TorchAdapter:
             # The common case, kept short: a plain dense CPU tensor, hashed through a zero-copy byte view.
             return fingerprint_buffer(t.detach().view(-1).view(torch.uint8).numpy())
         if _is_uninitialized(t):
-            return fingerprint_buffer(b"")  # no data yet: its shape and dtype will differ once it has some
+            raise InvalidParameterError(
+                f"{entry.name!r} is an uninitialized lazy parameter and has no data to fingerprint yet: run one "
+                "forward pass (e.g. model(example_input)) to materialize the lazy layers before taking a snapshot"
+            )
         if t.device.type == "meta":
             raise InvalidParameterError(
                 f"{entry.name!r} is on the meta device and has no data to fingerprint: materialize the model "
@@ -361,19 +364,27 @@ class TorchAdapter:
         if t.layout != torch.strided or t.is_quantized:
             raise InvalidParameterError(
                 f"{entry.name!r} has layout {t.layout}{' (quantized)' if t.is_quantized else ''}; paramgate "
-                "fingerprints dense tensors only: convert it with .to_dense() / .dequantize() before auditing"
+                "fingerprints dense tensors only: convert it with .to_dense() / .dequantize() before taking a snapshot"
             )
         if t.device.type not in self.host_devices:
             return device_fingerprint(t)  # hashed where it lives: nothing is copied to the host
         data = t.detach()
         if data.is_conj() or data.is_neg():
             data = data.resolve_conj().resolve_neg()
+        if data.dtype == torch.bool:
+            data = data.view(torch.uint8)  # torch copies bools as values (any non-zero byte becomes 1): copy bytes
         # contiguous() copies only a non-contiguous view (once, transiently).
         raw = data.contiguous().reshape(-1).view(torch.uint8)
         return fingerprint_buffer(raw.numpy())
 
     def would_move(self, entry: ParamEntry, group: GroupEntry, optimizer: object) -> str | None:
         t: Any = entry.obj
+        if t.requires_grad:
+            # Frozen by trainable=, not by its flag: the next backward pass gives it a gradient.
+            return (
+                "it is meant to be frozen (trainable=) but still has requires_grad=True, so the next backward "
+                "pass gives it a gradient and the optimizer steps it: call .requires_grad_(False) on it"
+            )
         grad = t.grad
         built = not isinstance(optimizer, list | tuple)
         kind = type(optimizer)

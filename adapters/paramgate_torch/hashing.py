@@ -82,6 +82,8 @@ def device_fingerprint(tensor: Any, *, compiled: bool | None = None) -> Fingerpr
     data = tensor.detach()
     if data.is_conj() or data.is_neg():
         data = data.resolve_conj().resolve_neg()
+    if data.dtype == torch.bool:
+        data = data.view(torch.uint8)  # torch copies bools as values (any non-zero byte becomes 1): copy bytes
     data = data.contiguous()  # copies a non-contiguous view, on its device, once
     raw = data.reshape(-1).view(torch.uint8)
     size = raw.numel()

@@ -63,10 +63,10 @@ def test_lazy_module_parameters_are_reported_not_crashed_on():
     lazy = {r.name: r for r in report.params}["1.weight"]
     assert lazy.numel == 0 and lazy.shape == () and lazy.note is not None and "uninitialized" in lazy.note
     assert report.ok
-    snap = paramgate.snapshot(model)
+    with pytest.raises(paramgate.InvalidParameterError, match=r"'1\.weight' is an uninitialized lazy parameter"):
+        paramgate.snapshot(model)  # no bits to fingerprint yet: said, not guessed
     model(torch.zeros(3, 4))  # materializes the lazy layer: same Parameter object, now [2, 8]
-    result = snap.verify(model)
-    assert result.ok and set(result.codes()) == {"PG105"}
+    assert paramgate.snapshot(model).verify(model).ok
     assert paramgate.audit(model).totals.trainable == 2 * 8 + 2
 
 
@@ -210,3 +210,12 @@ def test_stale_gradient_in_a_list_about_to_become_an_optimizer():
         "backbone.1.weight",
         "backbone.1.bias",
     }
+
+
+def test_a_parameter_frozen_by_trainable_but_still_requiring_grad_is_an_error():
+    model = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 1))
+    report = paramgate.audit(model, torch.optim.SGD(model.parameters(), lr=0.1), trainable=lambda n: n.startswith("1."))
+    errors = {f.name: f.message for f in report.findings if f.code == "PG001" and f.severity == "error"}
+    assert set(errors) == {"0.weight", "0.bias"}
+    assert "still has requires_grad=True" in errors["0.weight"] and ".requires_grad_(False)" in errors["0.weight"]
+    assert all(p.requires_grad for p in model.parameters())  # the gate flipped nothing
