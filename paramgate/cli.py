@@ -15,6 +15,7 @@ Exit codes:
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib
 import importlib.util
 import os
@@ -59,7 +60,13 @@ def _parser() -> argparse.ArgumentParser:
 
     aud = sub.add_parser("audit", help="audit the (model, optimizer) a factory returns")
     aud.add_argument("target", metavar="MODULE:FACTORY", help="e.g. mypkg.train:build or path/to/train.py:build")
-    aud.add_argument("--format", choices=["text", "json", "markdown"], default="text")
+    aud.add_argument(
+        "--format",
+        choices=["text", "json", "markdown", "github"],
+        default="text",
+        help="text (default; coloured on a terminal unless NO_COLOR is set), json, markdown (CI job summaries, "
+        "PR comments) or github (workflow annotations: ::error title=PG001 ...::...)",
+    )
     aud.add_argument("--lang", choices=["en", "zh"], default="en", help="language of the text format")
 
     sub.add_parser("plugins", help="list the registered adapters and their versions")
@@ -139,9 +146,40 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         print(report.to_json())
     elif args.format == "markdown":
         print(report.render_markdown(), end="")
+    elif args.format == "github":
+        print(report.render_github(*_factory_location(args.target)), end="")
     else:
-        print(report.render(args.lang))
+        print(report.render(args.lang, color=_use_color(sys.stdout)))
     return EXIT_OK if report.ok else EXIT_FINDINGS
+
+
+def _use_color(stream: object) -> bool:
+    """Colour only on a terminal, never when NO_COLOR is set (https://no-color.org); FORCE_COLOR forces it."""
+    if os.environ.get("NO_COLOR"):
+        return False
+    if os.environ.get("FORCE_COLOR"):
+        return True
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty()) if callable(isatty) else False
+    except (OSError, ValueError):  # a closed or detached stream
+        return False
+
+
+def _factory_location(target: str) -> tuple[str | None, int | None]:
+    """For ``path/to/train.py:build``: the file and the line of ``def build``, to anchor GitHub annotations."""
+    module_name, _, attr = target.rpartition(":")
+    if not module_name.endswith(".py"):
+        return None, None
+    path = Path(module_name)
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+        return path.as_posix(), None
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name == attr:
+            return path.as_posix(), node.lineno
+    return path.as_posix(), None
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

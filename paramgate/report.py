@@ -7,6 +7,7 @@ tensor, so keeping one around keeps no model alive.
 from __future__ import annotations
 
 import json
+import re
 import sys
 import textwrap
 from collections.abc import Sequence
@@ -16,13 +17,110 @@ from typing import TextIO
 from paramgate.findings import CODES, Finding
 from paramgate.records import GroupRecord, ParamRecord
 
-__all__ = ["SCHEMA_VERSION", "AuditReport", "InvarianceReport", "Totals"]
+__all__ = ["SCHEMA_VERSION", "AuditReport", "InvarianceReport", "Totals", "dtype_itemsize", "human_bytes"]
 
 SCHEMA_VERSION = 1
 """Version of the JSON produced by ``to_dict()``; bumped on any incompatible change."""
 
 _ROLE_ZH = {"trainable": "可训练", "frozen": "冻结", "state": "统计量"}
 _SEVERITY_ZH = {"error": "错误", "warning": "警告", "info": "提示"}
+
+# ANSI styles, applied only when a caller asks for colour (a terminal without NO_COLOR).
+_STYLE = {
+    "error": "1;31",
+    "warning": "33",
+    "info": "36",
+    "frozen": "34",
+    "trainable": "32",
+    "state": "35",
+    "title": "1",
+    "ok": "32",
+    "bad": "1;31",
+}
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+_ITEMSIZE = {
+    "float64": 8,
+    "double": 8,
+    "float32": 4,
+    "float": 4,
+    "tfloat32": 4,
+    "float16": 2,
+    "half": 2,
+    "bfloat16": 2,
+    "int64": 8,
+    "long": 8,
+    "int32": 4,
+    "int": 4,
+    "int16": 2,
+    "short": 2,
+    "int8": 1,
+    "uint64": 8,
+    "uint32": 4,
+    "uint16": 2,
+    "uint8": 1,
+    "bool": 1,
+    "bool_": 1,
+    "complex64": 8,
+    "complex128": 16,
+    "cfloat": 8,
+    "cdouble": 16,
+}
+_UNITS = ("KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
+
+_GITHUB_LEVEL = {"error": "error", "warning": "warning", "info": "notice"}
+
+
+def dtype_itemsize(dtype: str) -> int | None:
+    """Bytes per element of a dtype named like ``float32``, ``torch.bfloat16`` or ``Float16``; None if unknown."""
+    name = dtype.rsplit(".", 1)[-1].strip().lower()
+    if name.startswith("float8"):
+        return 1  # float8_e4m3fn, float8_e5m2, float8_e4m3fnuz, ...
+    return _ITEMSIZE.get(name)
+
+
+def human_bytes(n: int) -> str:
+    """A byte count in binary units: ``0 B``, ``1023 B``, ``1.0 KiB``, ``6.8 KiB``, ``2.0 GiB``."""
+    if n < 1024:
+        return f"{n} B"
+    value = float(n)
+    for unit in _UNITS:
+        value /= 1024
+        if round(value, 1) < 1024 or unit == _UNITS[-1]:
+            return f"{value:.1f} {unit}"
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _size(numel: int, dtype: str) -> str:
+    itemsize = dtype_itemsize(dtype)
+    return "?" if itemsize is None else human_bytes(numel * itemsize)
+
+
+def _paint(text: str, style: str, color: bool) -> str:
+    return f"\x1b[{_STYLE[style]}m{text}\x1b[0m" if color and text else text
+
+
+def _github_data(text: str) -> str:
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _github_property(text: str) -> str:
+    return _github_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+def _github_lines(findings: Sequence[Finding], file: str | None, line: int | None) -> str:
+    """One GitHub Actions workflow command per finding (``::error title=PG001 ...::message``)."""
+    out = []
+    for f in findings:
+        props = []
+        if file is not None:
+            props.append(f"file={_github_property(file)}")
+            if line is not None:
+                props.append(f"line={line}")
+        props.append(f"title={_github_property(f'{f.code} {f.title}')}")
+        message = f.message if f.rank is None else f"rank {f.rank}: {f.message}"
+        out.append(f"::{_GITHUB_LEVEL[f.severity]} {','.join(props)}::{_github_data(message)}")
+    return "".join(f"{command}\n" for command in out)
 
 
 @dataclass(frozen=True)
@@ -74,16 +172,16 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], right: frozense
 
 
 def _width(text: str) -> int:
-    # CJK characters take two terminal columns.
-    return sum(2 if "\u1100" <= ch <= "\uffdc" else 1 for ch in text)
+    # CJK characters take two terminal columns; ANSI colour codes take none.
+    return sum(2 if "\u1100" <= ch <= "\uffdc" else 1 for ch in _ANSI.sub("", text))
 
 
-def _findings_lines(findings: Sequence[Finding], lang: str) -> list[str]:
+def _findings_lines(findings: Sequence[Finding], lang: str, color: bool = False) -> list[str]:
     if not findings:
         return ["没有发现问题。" if lang == "zh" else "No findings."]
     lines = []
     for f in findings:
-        severity = _SEVERITY_ZH[f.severity] if lang == "zh" else f.severity.upper()
+        severity = _paint(_SEVERITY_ZH[f.severity] if lang == "zh" else f.severity.upper(), f.severity, color)
         title = CODES[f.code].title_zh if lang == "zh" else f.title
         subject = f" {f.name}" if f.name else ""
         lines.append(f"{severity} {f.code}{subject}: {title}")
@@ -158,22 +256,28 @@ class AuditReport:
             return "-"
         return f"组 {p.group}" if lang == "zh" else f"group {p.group}"
 
-    def render(self, lang: str = "en") -> str:
-        """A plain-text report for a terminal, in English ("en") or Chinese ("zh")."""
+    def render(self, lang: str = "en", color: bool = False) -> str:
+        """A plain-text report for a terminal, in English ("en") or Chinese ("zh").
+
+        ``color`` adds ANSI colours (severities, roles); the command line asks for it
+        only when writing to a terminal and ``NO_COLOR`` is unset.  Without the escape
+        codes the text is exactly the uncoloured report.
+        """
         zh = lang == "zh"
         header = (
-            ["参数", "形状", "类型", "元素数", "角色", "优化器"]
+            ["参数", "形状", "类型", "元素数", "大小", "角色", "优化器"]
             if zh
-            else ["parameter", "shape", "dtype", "numel", "role", "optimizer"]
+            else ["parameter", "shape", "dtype", "numel", "size", "role", "optimizer"]
         )
         rows = []
         for p in self.params:
             name = p.name + (f" (= {', '.join(p.aliases)})" if p.aliases else "")
-            role = _ROLE_ZH[p.role] if zh else p.role
-            rows.append([name, str(list(p.shape)), p.dtype, f"{p.numel:,d}", role, self._where(p, lang)])
+            role = _paint(_ROLE_ZH[p.role] if zh else p.role, p.role, color)
+            size = _size(p.numel, p.dtype)
+            rows.append([name, str(list(p.shape)), p.dtype, f"{p.numel:,d}", size, role, self._where(p, lang)])
         where = _where_label(self.framework, self.rank, self.world_size, zh)
-        title = f"paramgate 审计（{where}）" if zh else f"paramgate audit ({where})"
-        lines = [title, *_table(header, rows, right=frozenset({3}))]
+        title = _paint(f"paramgate 审计（{where}）" if zh else f"paramgate audit ({where})", "title", color)
+        lines = [title, *_table(header, rows, right=frozenset({3, 4}))]
         t = self.totals
         if zh:
             lines.append(
@@ -192,8 +296,19 @@ class AuditReport:
                 lines.append("  " + _group_line(g, zh))
         else:
             lines.append("未提供优化器：只检查了模型本身。" if zh else "no optimizer given: checked the model alone.")
-        lines += _findings_lines(self.findings, lang)
+        lines += _findings_lines(self.findings, lang, color)
         return "\n".join(lines)
+
+    def render_github(self, file: str | None = None, line: int | None = None) -> str:
+        """The findings as GitHub Actions workflow commands, one line each.
+
+        Errors become ``::error``, warnings ``::warning`` and info ``::notice``
+        annotations titled with the code, e.g.
+        ``::error title=PG001 frozen parameter handed to the optimizer::frozen parameter ...``.
+        ``file`` and ``line`` (the training script and its factory) place the
+        annotations on that line of a pull request's diff.  Empty when nothing was found.
+        """
+        return _github_lines(self.findings, file, line)
 
     def render_markdown(self) -> str:
         """The report as GitHub-flavoured Markdown (CI job summaries, PR comments)."""
@@ -213,13 +328,7 @@ class AuditReport:
             f" · **state** {t.state:,d} · **all** {t.all:,d}",
             "",
         ]
-        if self.findings:
-            lines += ["| severity | code | name | message |", "|---|---|---|---|"]
-            for f in self.findings:
-                msg = f.message.replace("|", "\\|")
-                lines.append(f"| {f.severity} | {f.code} | `{f.name or ''}` | {msg} |")
-        else:
-            lines.append("No findings.")
+        lines += _markdown_findings(self.findings)
         return "\n".join(lines) + "\n"
 
     def show(self, file: TextIO | None = None, *, lang: str = "en", all_ranks: bool = False) -> None:
@@ -228,6 +337,16 @@ class AuditReport:
 
     def __str__(self) -> str:
         return self.render()
+
+
+def _markdown_findings(findings: Sequence[Finding]) -> list[str]:
+    if not findings:
+        return ["No findings."]
+    lines = ["| severity | code | name | message |", "|---|---|---|---|"]
+    for f in findings:
+        msg = f.message.replace("|", "\\|").replace("\n", " ")
+        lines.append(f"| {f.severity} | {f.code} | `{f.name or ''}` | {msg} |")
+    return lines
 
 
 def _world(rank: int | None, size: int) -> dict[str, int] | None:
@@ -301,18 +420,33 @@ class InvarianceReport:
             "world": _world(self.rank, self.world_size),
         }
 
-    def render(self, lang: str = "en") -> str:
-        """A plain-text verdict, in English ("en") or Chinese ("zh")."""
+    def render(self, lang: str = "en", color: bool = False) -> str:
+        """A plain-text verdict, in English ("en") or Chinese ("zh"); ``color`` adds ANSI colours."""
         where = _where_label(self.framework, self.rank, self.world_size, lang == "zh")
+        verdict = "ok" if self.ok else "bad"
         if lang == "zh":
-            head = f"不变性检查（{where}）：检查了 {self.checked} 个张量，" + (
-                "冻结参数逐位未变。" if self.ok else "冻结参数被改动了！"
+            head = f"不变性检查（{where}）：检查了 {self.checked} 个张量，" + _paint(
+                "冻结参数逐位未变。" if self.ok else "冻结参数被改动了！", verdict, color
             )
         else:
-            head = f"invariance check ({where}): {self.checked} tensors checked, " + (
-                "every frozen parameter is bit-for-bit unchanged." if self.ok else "frozen parameters CHANGED."
+            head = f"invariance check ({where}): {self.checked} tensors checked, " + _paint(
+                "every frozen parameter is bit-for-bit unchanged." if self.ok else "frozen parameters CHANGED.",
+                verdict,
+                color,
             )
-        return "\n".join([head, *_findings_lines(self.findings, lang)])
+        return "\n".join([head, *_findings_lines(self.findings, lang, color)])
+
+    def render_markdown(self) -> str:
+        """The verdict as GitHub-flavoured Markdown (CI job summaries, PR comments)."""
+        status = "✅ frozen parameters unchanged" if self.ok else "❌ frozen parameters changed"
+        where = _where_label(self.framework, self.rank, self.world_size, False)
+        lines = [f"### paramgate invariance check ({where}): {status}", "", f"{self.checked} tensors checked.", ""]
+        lines += _markdown_findings(self.findings)
+        return "\n".join(lines) + "\n"
+
+    def render_github(self, file: str | None = None, line: int | None = None) -> str:
+        """The findings as GitHub Actions workflow commands, one line each (see :meth:`AuditReport.render_github`)."""
+        return _github_lines(self.findings, file, line)
 
     def show(self, file: TextIO | None = None, *, lang: str = "en", all_ranks: bool = False) -> None:
         """Print :meth:`render` once per run: in a distributed run on rank 0 only, unless ``all_ranks``."""

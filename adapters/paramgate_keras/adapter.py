@@ -347,6 +347,17 @@ class KerasAdapter:
             for i, (opt, variables) in enumerate(bound.groups)
         ]
 
+    def host_copy(self, entry: ParamEntry) -> Any:
+        """A host copy of the variable's raw bytes, 1-D uint8, on the torch backend (for the pytest fixture)."""
+        t = _tensor(entry.obj)
+        torch = sys.modules.get("torch")
+        if torch is None or not isinstance(t, torch.Tensor):
+            return None
+        data = t.detach().to("cpu", copy=True).resolve_conj().resolve_neg()
+        if data.dtype == torch.bool:
+            data = data.view(torch.uint8)  # bytes, not values
+        return data.contiguous().reshape(-1).view(torch.uint8).numpy()
+
     def fingerprint(self, entry: ParamEntry) -> Fingerprint:
         t = _tensor(entry.obj)
         torch = sys.modules.get("torch")

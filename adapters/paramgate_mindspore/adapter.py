@@ -206,6 +206,13 @@ class MindSporeAdapter:
             ]
         return [GroupEntry(index=0, members=tuple(Member(p, getattr(p, "name", None)) for p in optimizer))]
 
+    def host_copy(self, entry: ParamEntry) -> Any:
+        """A host copy of the parameter's raw bytes, 1-D uint8 (for the pytest fixture's element counts)."""
+        p: Any = entry.obj
+        if p.has_init:
+            return None
+        return p.asnumpy().copy().reshape(-1).view("uint8")
+
     def fingerprint(self, entry: ParamEntry) -> Fingerprint:
         p: Any = entry.obj
         if p.has_init:

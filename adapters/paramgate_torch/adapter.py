@@ -328,6 +328,21 @@ class TorchAdapter:
     def world(self, model: object) -> TorchWorld | None:
         return world()
 
+    def host_copy(self, entry: ParamEntry) -> Any:
+        """A host copy of this rank's raw bytes of the tensor, 1-D uint8 (for the pytest fixture's element counts)."""
+        torch = _torch()
+        t: Any = entry.obj
+        if _is_dtensor(t):
+            t = t.to_local()
+        elif entry.placement == "sharded" and hasattr(t, "ds_numel"):
+            t = _local_zero(t)
+        if t is None or t.layout is not torch.strided or t.is_quantized or t.device.type == "meta":
+            return None
+        data = t.detach().to("cpu", copy=True).resolve_conj().resolve_neg()
+        if data.dtype == torch.bool:
+            data = data.view(torch.uint8)  # bytes, not values (see fingerprint)
+        return data.contiguous().reshape(-1).view(torch.uint8).numpy()
+
     def fingerprint(self, entry: ParamEntry) -> Fingerprint:
         torch = _torch()
         t = entry.obj

@@ -162,6 +162,11 @@ def main() -> None:
     if scenario != "rank_dies":
         dist.barrier()
         dist.destroy_process_group()
+    # Leave without interpreter teardown: a DDP run's background threads can make the C++ runtime abort
+    # ("terminate called without an active exception") while Python shuts down, after the work is done.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
