@@ -8,6 +8,9 @@ against each NumPy those backends bring.
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import nox
@@ -21,6 +24,22 @@ JAX = ["jax==0.10.2", "jaxlib==0.10.2", "optax==0.2.8", "flax==0.12.8"]  # JAX n
 # The trainer callbacks, on torch (transformers' Trainer needs accelerate).
 TRAINERS = ["lightning==2.6.6", "transformers==5.25.0", "accelerate==1.16.0", "keras==3.15.1"]
 DOCS = ["mkdocs==1.6.1", "mkdocs-material==9.8.2"]
+
+
+def _require(*backends: str) -> dict[str, str]:
+    """PARAMGATE_REQUIRE_BACKENDS for a session: its frameworks, and the browser the HTML report test opens.
+
+    Debian's chromium is installed when it is missing and apt can install it (as root, e.g. on CI);
+    elsewhere the HTML browser test skips, saying how to install it.
+    """
+    if not shutil.which("chromium") and shutil.which("apt-get") and hasattr(os, "geteuid") and os.geteuid() == 0:
+        for command in (
+            ["apt-get", "update", "-qq"],
+            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"],
+        ):
+            subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+    required = [*backends, *(["chromium"] if shutil.which("chromium") else [])]
+    return {"PARAMGATE_REQUIRE_BACKENDS": ",".join(required)}
 
 
 @nox.session
@@ -54,14 +73,14 @@ def docs(session: nox.Session) -> None:
 def numpy(session: nox.Session) -> None:
     """The core and the NumPy backend (the default install: no framework)."""
     session.install(".[test]")
-    session.run("pytest", *CORE_TESTS, *session.posargs)
+    session.run("pytest", *CORE_TESTS, *session.posargs, env=_require())
 
 
 @nox.session
 def numpy1(session: nox.Session) -> None:
     """The core and the NumPy backend on NumPy 1.x, which MindSpore still needs."""
     session.install(".[test]", "numpy<2")
-    session.run("pytest", *CORE_TESTS, *session.posargs)
+    session.run("pytest", *CORE_TESTS, *session.posargs, env=_require())
 
 
 @nox.session
@@ -72,7 +91,7 @@ def torch(session: nox.Session) -> None:
         "pytest",
         *CORE_TESTS,
         *session.posargs,
-        env={"PARAMGATE_REQUIRE_BACKENDS": "torch,lightning,transformers,keras", "KERAS_BACKEND": "torch"},
+        env={**_require("torch", "lightning", "transformers", "keras"), "KERAS_BACKEND": "torch"},
     )
 
 
@@ -80,14 +99,14 @@ def torch(session: nox.Session) -> None:
 def mindspore(session: nox.Session) -> None:
     """The core and the MindSpore backend (PyNative and graph mode on CPU) on NumPy 1.x."""
     session.install(".[test]", *MINDSPORE)
-    session.run("pytest", *CORE_TESTS, *session.posargs, env={"PARAMGATE_REQUIRE_BACKENDS": "mindspore"})
+    session.run("pytest", *CORE_TESTS, *session.posargs, env=_require("mindspore"))
 
 
 @nox.session
 def jax(session: nox.Session) -> None:
     """The core and the JAX backend (jax, optax, flax) on NumPy 2."""
     session.install(".[test]", *JAX)
-    session.run("pytest", *CORE_TESTS, *session.posargs, env={"PARAMGATE_REQUIRE_BACKENDS": "jax"})
+    session.run("pytest", *CORE_TESTS, *session.posargs, env=_require("jax"))
 
 
 @nox.session

@@ -29,6 +29,7 @@ from paramgate import __version__
 from paramgate.api import audit
 from paramgate.demo import run_demo
 from paramgate.errors import FactoryError, ParamGateError
+from paramgate.html import render_html
 from paramgate.plugins import get_plugin_manager
 
 __all__ = ["load_factory", "main"]
@@ -68,6 +69,11 @@ def _parser() -> argparse.ArgumentParser:
         "PR comments) or github (workflow annotations: ::error title=PG001 ...::...)",
     )
     aud.add_argument("--lang", choices=["en", "zh"], default="en", help="language of the text format")
+    aud.add_argument(
+        "--html",
+        metavar="PATH",
+        help="also write a self-contained HTML page (module tree coloured by role, findings beside it) to PATH",
+    )
 
     sub.add_parser("plugins", help="list the registered adapters and their versions")
     return parser
@@ -142,6 +148,8 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         raise FactoryError(
             f"target {args.target!r}: {attr}() returned something paramgate cannot audit{hint}: {exc}"
         ) from exc
+    if args.html is not None:
+        _write_html(args.html, render_html(report))
     if args.format == "json":
         print(report.to_json())
     elif args.format == "markdown":
@@ -151,6 +159,13 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     else:
         print(report.render(args.lang, color=_use_color(sys.stdout)))
     return EXIT_OK if report.ok else EXIT_FINDINGS
+
+
+def _write_html(path: str, page: str) -> None:
+    try:
+        Path(path).write_text(page, encoding="utf-8")
+    except (OSError, ValueError) as exc:  # a missing folder, no permission, a NUL in the path, ...
+        raise ParamGateError(f"--html {path}: cannot write the page: {exc}") from exc
 
 
 def _use_color(stream: object) -> bool:
