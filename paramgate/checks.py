@@ -362,7 +362,13 @@ def build_audit(adapter: ParamGate, model: object, optimizer: object | None, tra
 
 
 def _scope(name: str) -> str:
-    return name.replace("/", ".").rpartition(".")[0]
+    """The enclosing scope of a dotted or slashed name, in the name's own spelling ("" at the top)."""
+    cut = max(name.rfind("."), name.rfind("/"))
+    return name[:cut] if cut > 0 else ""
+
+
+def _leaf(name: str) -> str:
+    return name[max(name.rfind("."), name.rfind("/")) + 1 :]
 
 
 def _train_mode_findings(tensors: Sequence[Tensor]) -> list[Finding]:
@@ -374,7 +380,7 @@ def _train_mode_findings(tensors: Sequence[Tensor]) -> list[Finding]:
     layers: dict[str, list[str]] = {}
     for t in tensors:
         if t.entry.updating and t.entry.role == "state":
-            layers.setdefault(_scope(t.name), []).append(t.name.replace("/", ".").rpartition(".")[2])
+            layers.setdefault(_scope(t.name), []).append(_leaf(t.name))
     if not layers:
         return []
     flags: dict[str, list[bool]] = {}

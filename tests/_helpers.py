@@ -53,3 +53,52 @@ def framework_neutral(audit: dict) -> dict:
     for g in audit["optimizer"]["groups"]:
         g["options"] = None
     return audit
+
+
+def expected_placement(groups: list, foreign: list) -> tuple[list, dict[int, int], dict[int, int]]:
+    """Ground truth for property tests, from a generated optimizer alone (never through paramgate).
+
+    ``groups`` holds each group's member objects, ``foreign`` the labels of members from no model.
+    Returns the group-level findings (PG003, PG007) as ``(code, name, severity)``, each object's first
+    group, and how many slots it takes across the groups (keys: ``id(obj)``).
+    """
+    findings: list = []
+    first_group: dict[int, int] = {}
+    slots: dict[int, int] = {}
+    for g, members in enumerate(groups):
+        for m in members:
+            slots[id(m)] = slots.get(id(m), 0) + 1
+            first_group.setdefault(id(m), g)
+    if not any(groups):
+        findings.append(("PG003", "optimizer", "error"))
+    else:
+        findings += [("PG003", f"group {g}", "warning") for g, members in enumerate(groups) if not members]
+    findings += [("PG007", label, "error") for label in foreign]
+    return findings, first_group, slots
+
+
+def hypothesis_profile() -> tuple[str, object]:
+    """The property tests' hypothesis settings: ``PARAMGATE_HYPOTHESIS_PROFILE`` picks one, "ci" by default.
+
+    "ci" is small and derandomized (the same examples on every run, no example database written
+    into the checkout); "campaign" is 10,000 random examples per property (docs/reliability.md).
+    """
+    import os
+
+    from hypothesis import HealthCheck, settings
+
+    slow = [HealthCheck.too_slow, HealthCheck.data_too_large]
+    settings.register_profile(
+        "ci",
+        max_examples=100,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        print_blob=True,
+        suppress_health_check=slow,
+    )
+    settings.register_profile(
+        "campaign", max_examples=10_000, deadline=None, database=None, print_blob=True, suppress_health_check=slow
+    )
+    name = os.environ.get("PARAMGATE_HYPOTHESIS_PROFILE", "ci")
+    return name, settings.get_profile(name)

@@ -11,32 +11,20 @@ property; see docs/reliability.md for the command and the last campaign's figure
 from __future__ import annotations
 
 import math
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pytest
-from _helpers import flip_bit
-from hypothesis import HealthCheck, event, given, settings
+from _helpers import expected_placement, flip_bit, hypothesis_profile
+from hypothesis import event, given
 from hypothesis import strategies as st
 
 import paramgate
 from paramgate_numpy import Momentum, Parameter
 
-# Profiles: "ci" is small and derandomized (the same examples on every run, no example database
-# written into the checkout); "campaign" is 10,000 random examples per property.
-settings.register_profile(
-    "ci", max_examples=100, deadline=None, derandomize=True, database=None, print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)  # fmt: skip
-settings.register_profile(
-    "campaign", max_examples=10_000, deadline=None, database=None, print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)  # fmt: skip
-PROFILE_NAME = os.environ.get("PARAMGATE_HYPOTHESIS_PROFILE", "ci")
-PROFILE = settings.get_profile(PROFILE_NAME)
+PROFILE_NAME, PROFILE = hypothesis_profile()
 
 DTYPES = ["float16", "float32", "float64", "int8", "uint8", "int64", "bool", "complex64", "complex128"]
 TRAINS = {"float16", "float32", "float64", "complex64", "complex128"}  # what Momentum can step in place
@@ -212,20 +200,12 @@ def expected_audit(model: Model, opt: Optim | None) -> dict[str, Any]:
     specs_ = model.specs
     findings: list[tuple[str, str | None, str]] = []
     first_group: dict[int, int] = {}
-    slots: Counter[int] = Counter()
+    slots: dict[int, int] = {}
     if opt is not None:
-        for g, members in enumerate(opt.groups):
-            for m in members:
-                slots[id(m)] += 1
-                first_group.setdefault(id(m), g)
-        if not any(opt.groups):
-            findings.append(("PG003", "optimizer", "error"))
-        else:
-            findings += [("PG003", f"group {g}", "warning") for g, members in enumerate(opt.groups) if not members]
-        findings += [("PG007", f.name, "error") for f in opt.foreign]
+        findings, first_group, slots = expected_placement(opt.groups, [f.name for f in opt.foreign])
         flat = [m for members in opt.groups for m in members]
         for s in specs_:
-            if slots[id(s.obj)] > 1:
+            if slots.get(id(s.obj), 0) > 1:
                 findings.append(("PG004", s.name, "error"))
             if id(s.obj) not in first_group:
                 if s.requires_grad:

@@ -74,7 +74,7 @@ def test_frozen_batchnorm_weights_in_a_trainable_layer_are_pg009():
     bn = backbone.get_layer("bn")
     bn.gamma.trainable = bn.beta.trainable = False  # the layer stays trainable, so fit() updates its statistics
     report = paramgate.audit(model)
-    assert [(f.code, f.name) for f in report.findings] == [("PG009", "net.backbone.bn")]  # the core dots the scope
+    assert [(f.code, f.name) for f in report.findings] == [("PG009", "net/backbone/bn")]  # the names' own spelling
 
 
 def test_same_named_layers_get_numbered_names():

@@ -13,30 +13,21 @@ docs/reliability.md); the default ``ci`` profile runs a small fixed set.
 from __future__ import annotations
 
 import math
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 import torch
-from hypothesis import HealthCheck, event, given, settings
+from _helpers import expected_placement, hypothesis_profile
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from torch import nn
 from torchnets import flip_bit, raw
 
 import paramgate
 
-settings.register_profile(
-    "ci", max_examples=100, deadline=None, derandomize=True, database=None, print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)  # fmt: skip
-settings.register_profile(
-    "campaign", max_examples=10_000, deadline=None, database=None, print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)  # fmt: skip
-PROFILE_NAME = os.environ.get("PARAMGATE_HYPOTHESIS_PROFILE", "ci")
-PROFILE = settings.get_profile(PROFILE_NAME)
+PROFILE_NAME, PROFILE = hypothesis_profile()
 # torch builds modules and optimizers: an example costs a few NumPy ones, so CI runs fewer.
 TORCH_PROFILE = settings(PROFILE, max_examples=60) if PROFILE_NAME == "ci" else PROFILE
 
@@ -226,20 +217,12 @@ def _dtype(t: torch.Tensor) -> str:
 def expected_audit(tree: Tree, opt: TOptim | None) -> dict[str, Any]:
     findings: list[tuple[str, frozenset[str] | str | None, str]] = []
     first_group: dict[int, int] = {}
-    slots: Counter[int] = Counter()
+    slots: dict[int, int] = {}
     if opt is not None:
-        for g, members in enumerate(opt.groups):
-            for m in members:
-                slots[id(m)] += 1
-                first_group.setdefault(id(m), g)
-        if not any(opt.groups):
-            findings.append(("PG003", "optimizer", "error"))
-        else:
-            findings += [("PG003", f"group {g}", "warning") for g, members in enumerate(opt.groups) if not members]
-        findings += [("PG007", label, "error") for label in opt.foreign]
+        findings, first_group, slots = expected_placement(opt.groups, list(opt.foreign))
         for s in tree.specs:
             key = frozenset(s.names)
-            if slots[id(s.tensor)] > 1:
+            if slots.get(id(s.tensor), 0) > 1:
                 findings.append(("PG004", key, "error"))
             if id(s.tensor) not in first_group:
                 if s.requires_grad and s.kind == "parameter":
